@@ -1,0 +1,278 @@
+"""The Engine: Archify's public async API. The CLI and Airflow operators call only this."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import asyncpg
+import pluggy
+
+from . import ledger
+from .dsn import check_dsn, connection_error
+from .errors import ConfigurationError, TenantNotFoundError
+from .events import Event, Notice, RolloutFinished, RolloutStarted
+from .execution import ExecutionOptions
+from .loader import load_migrations
+from .migration import MigrationSet
+from .planning import SchemaPlan, SchemaState, plan_schema
+from .plugins import call_hook_quietly, make_plugin_manager
+from .report import RolloutReport
+from .rollout import Rollout, planned
+from .status import FleetStatus, schema_status
+from .tenant_lifecycle import create_tenant
+from .tenants import validate_slug
+
+log = logging.getLogger("archify")
+
+Target = str | Sequence[str]
+DEFAULT_CONCURRENCY = 8
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook. Archify leaves no session state (SET LOCAL, xact locks, RESET ALL
+    before COMMIT), so a released connection needs no reset round trip."""
+
+
+class Engine:
+    """Migrates `public` and every tenant schema of one database.
+
+    Use it as an async context manager::
+
+        async with Engine(dsn, migrations="migrations", concurrency=8) as engine:
+            report = await engine.migrate("all")
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        migrations: str | Path | MigrationSet = "migrations",
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        pool_size: int | None = None,
+        lock_timeout: float | None = 5.0,
+        statement_timeout: float | None = None,
+        runner_wait: float | None = 120.0,
+        retries: int = 3,
+        retry_backoff: float = 0.5,
+        allow_out_of_order: bool = False,
+        plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
+        if pool_size is not None and pool_size < 1:
+            raise ConfigurationError(f"pool_size must be at least 1, not {pool_size}")
+        check_dsn(dsn)
+        self.dsn = dsn
+        self._migrations_source = migrations
+        self.concurrency = concurrency
+        self.pool_size = pool_size or concurrency + 1
+        self.options = ExecutionOptions(
+            lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+            runner_wait=runner_wait, retries=retries, retry_backoff=retry_backoff,
+        )
+        self.allow_out_of_order = allow_out_of_order
+        self.pm: pluggy.PluginManager = make_plugin_manager(
+            plugins, load_entry_points=load_entry_points
+        )
+        self._handlers: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._pool: asyncpg.Pool | None = None
+        self.migrations: MigrationSet = MigrationSet(())
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.migrations = (
+            self._migrations_source if isinstance(self._migrations_source, MigrationSet)
+            else load_migrations(self._migrations_source)
+        )
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session,
+                server_settings={"application_name": "archify"},
+            )
+        except Exception as exc:
+            raise connection_error(exc, self.dsn) from exc
+        await self._fit_concurrency()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("use the Engine inside `async with Engine(...) as engine:`")
+        return self._pool
+
+    def subscribe(self, handler: Callable[[Event], None]) -> None:
+        """Receive every event this engine emits (progress bars, logs)."""
+        self._handlers.append(handler)
+
+    def _emit(self, event: Event) -> None:
+        for handler in self._handlers:
+            handler(event)
+
+    async def _fit_concurrency(self) -> None:
+        """Never run more workers than the pool, or than the server has free slots for."""
+        free = await self.pool.fetchval(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
+        # one pool connection is already open; keep one slot for the fleet reads
+        limit = max(1, min(self.pool_size - 1, free)) if self.pool_size > 1 else 1
+        if limit < self.concurrency:
+            self._emit(Notice(
+                f"running {limit} schemas at a time instead of {self.concurrency}: the pool "
+                f"has {self.pool_size} connections and the server {free} free slots"
+            ))
+            self.concurrency = limit
+
+    # -- reading ---------------------------------------------------------------
+
+    async def status(self, tenants: Sequence[str] | None = None) -> FleetStatus:
+        """What every schema (or the given tenants) has applied and has pending."""
+        async with self.pool.acquire() as conn:
+            public = schema_status(self.migrations, await ledger.read_public_state(conn))
+            if not await ledger.registry_exists(conn):
+                return FleetStatus(public, [], registry_exists=False)
+            states = await ledger.read_tenant_states(conn, self._known_slugs(tenants))
+            rows = []
+            async for batch in ledger.iter_tenant_states(conn, states):
+                rows.extend(schema_status(self.migrations, s) for s in batch)
+        return FleetStatus(public, rows)
+
+    async def list_tenants(self) -> list[ledger.Tenant]:
+        async with self.pool.acquire() as conn:
+            return await ledger.list_tenants(conn)
+
+    # -- migrating ---------------------------------------------------------------
+
+    async def migrate(
+        self, target: Target = "all", *, max_failures: int | None = None, dry_run: bool = False
+    ) -> RolloutReport:
+        """Apply pending migrations to `target`: "public", "tenants", "all" or a list of slugs.
+
+        A failure stops its schema only. The report says, per schema, what was
+        applied and what failed; `report.ok` is False if anything failed.
+        """
+        if max_failures is not None and max_failures < 1:
+            raise ConfigurationError(f"max_failures must be at least 1, not {max_failures}")
+        include_public, slugs = _parse_target(target)
+        label = target if isinstance(target, str) else ",".join(slugs or ())
+        report = RolloutReport(target=label, dry_run=dry_run)
+        started = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            tenant_states: list[SchemaState] = []
+            if slugs is not None or target in ("tenants", "all"):
+                tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
+            public = await ledger.read_public_state(conn) if include_public else None
+            total = len(tenant_states) + (1 if public else 0)
+            self._emit(RolloutStarted(label, total, self.concurrency, dry_run))
+            await call_hook_quietly(self.pm, "archify_rollout_started", target=label,
+                                    schemas=total, dry_run=dry_run)
+            if public is not None:
+                await self._run([self._plan(public)], report, max_failures, dry_run)
+                if not tenant_states and target == "all" and not dry_run:
+                    tenant_states = await self._tenant_states(conn, None, required=False)
+            if tenant_states and not report.stopped_early:
+                await self._run(self._tenant_plans(conn, tenant_states), report,
+                                max_failures, dry_run)
+        report.duration_s = time.perf_counter() - started
+        self._emit(RolloutFinished(report))
+        await call_hook_quietly(self.pm, "archify_rollout_finished", report=report)
+        return report
+
+    async def _tenant_states(
+        self, conn: asyncpg.Connection, slugs: list[str] | None, *, required: bool
+    ) -> list[SchemaState]:
+        if not required and not await ledger.registry_exists(conn):
+            return []
+        states = await ledger.read_tenant_states(conn, slugs)
+        if slugs is not None:
+            missing = sorted(set(slugs) - {s.slug for s in states})
+            if missing:
+                raise TenantNotFoundError(
+                    f"not registered in public.tenants: {', '.join(missing)}; "
+                    "create them with `archify create-tenant SLUG` first"
+                )
+        return states
+
+    def _plan(self, state: SchemaState) -> SchemaPlan:
+        return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
+
+    async def _tenant_plans(
+        self, conn: asyncpg.Connection, states: list[SchemaState]
+    ) -> AsyncIterator[SchemaPlan]:
+        async for batch in ledger.iter_tenant_states(conn, states):
+            for state in batch:
+                yield self._plan(state)
+
+    async def _run(
+        self, plans: Iterable[SchemaPlan] | AsyncIterator[SchemaPlan], report: RolloutReport,
+        max_failures: int | None, dry_run: bool,
+    ) -> None:
+        if dry_run:
+            async for plan in _aiter(plans):
+                report.schemas.append(planned(plan))
+            return
+        rollout = Rollout(self.pool, self.options, self.pm, self._emit, report,
+                          self.concurrency, max_failures)
+        rollout._failures = len(report.failed)
+        await rollout.run(_aiter(plans))
+
+    def _known_slugs(self, tenants: Sequence[str] | None) -> list[str] | None:
+        return None if tenants is None else [validate_slug(s) for s in tenants]
+
+    # -- tenants -----------------------------------------------------------------
+
+    async def create_tenant(
+        self, slug: str, name: str | None = None, *, admin_email: str | None = None,
+        migrate: bool = True,
+    ) -> ledger.Tenant:
+        """Create tenant `slug` whole, or not at all: schema, ledger, every tenant
+        migration, the seed_admin hook and its public.tenants row, in one transaction.
+
+        With migrate=False only the schema, an empty ledger and the registry row
+        are created (to register a tenant whose migrations a rollout will apply).
+        """
+        async with self.pool.acquire() as conn:
+            return await create_tenant(
+                conn, self.migrations, self.pm, slug, name, admin_email=admin_email,
+                migrate=migrate, options=self.options,
+            )
+
+
+def _parse_target(target: Target) -> tuple[bool, list[str] | None]:
+    """(include public?, tenant slugs or None for every tenant or none)."""
+    if isinstance(target, str):
+        if target == "public":
+            return True, None
+        if target == "tenants":
+            return False, None
+        if target == "all":
+            return True, None
+        raise ConfigurationError(
+            f"unknown target {target!r}: use 'public', 'tenants', 'all' or a list of slugs"
+        )
+    slugs = [validate_slug(s) for s in target]
+    if not slugs:
+        raise ConfigurationError("an empty list of tenants was given")
+    return False, list(dict.fromkeys(slugs))
+
+
+async def _aiter(plans: Any) -> AsyncIterator[SchemaPlan]:
+    if hasattr(plans, "__aiter__"):
+        async for plan in plans:
+            yield plan
+    else:
+        for plan in plans:
+            yield plan

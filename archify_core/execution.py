@@ -1,0 +1,177 @@
+"""Applying one schema's plan against PostgreSQL: the only place migrations run.
+
+Each migration is one round trip: BEGIN, the schema's advisory lock, SET LOCAL
+search_path / lock_timeout / statement_timeout, a guard against a runner that
+got there first, the migration's SQL, its ledger row, COMMIT. So a migration
+is applied and recorded wholly or not at all, and never twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import asyncpg
+import pluggy
+
+from .events import Event, MigrationApplied, MigrationRetrying, SchemaStarted
+from .migration import Migration
+from .planning import LedgerShape, SchemaPlan
+from .plugins import call_hook, call_hook_quietly
+from .report import AppliedMigration, Failure, Outcome, SchemaResult
+from .sql import ALREADY_APPLIED, upgrade_script
+
+log = logging.getLogger("archify")
+
+# lock_not_available (lock_timeout), deadlock_detected, serialization_failure:
+# the migration did not run and may succeed on a later attempt.
+RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+CONNECTION_ERRORS = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOptions:
+    """How migrations run. Times are seconds; None or 0 means no limit."""
+
+    lock_timeout: float | None = 5.0
+    statement_timeout: float | None = None
+    runner_wait: float | None = 120.0  # wait for another runner holding the schema's lock
+    retries: int = 3  # extra attempts after lock timeouts or lost connections
+    retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+async def apply_plan(
+    pool: asyncpg.Pool,
+    plan: SchemaPlan,
+    options: ExecutionOptions,
+    pm: pluggy.PluginManager,
+    emit: Callable[[Event], None],
+) -> SchemaResult:
+    """Run one schema's pending migrations in order; stop that schema at the first failure."""
+    state = plan.state
+    result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE)
+    started = time.perf_counter()
+    emit(SchemaStarted(state.schema, tuple(m.version for m in plan.pending)))
+    current: Migration | None = None
+    try:
+        await call_hook(
+            pm, "archify_before_schema", schema=state.schema, slug=state.slug,
+            pending=tuple(m.version for m in plan.pending),
+        )
+        ensure_ledger = state.ledger is not LedgerShape.CURRENT
+        for current in plan.pending:
+            applied = await _apply_with_retries(pool, state.schema, current, ensure_ledger,
+                                                options, emit)
+            ensure_ledger = False
+            if applied is not None:
+                result.applied.append(applied)
+                result.outcome = Outcome.MIGRATED
+                emit(MigrationApplied(state.schema, applied))
+        current = None
+    except Exception as exc:  # recorded in the result and reported; the fleet goes on
+        result.outcome = Outcome.FAILED
+        result.failure = failure_from(exc, current)
+        await call_hook_quietly(
+            pm, "archify_on_failure", schema=state.schema, slug=state.slug,
+            version=current.version if current else None, error=exc, failure=result.failure,
+        )
+    result.duration_ms = (time.perf_counter() - started) * 1000
+    await call_hook_quietly(pm, "archify_after_schema", result=result)
+    return result
+
+
+async def _apply_with_retries(
+    pool: asyncpg.Pool, schema: str, migration: Migration, ensure_ledger: bool,
+    options: ExecutionOptions, emit: Callable[[Event], None],
+) -> AppliedMigration | None:
+    """Apply one migration; None if another runner applied it first."""
+    script = upgrade_script(
+        schema, migration, ensure_ledger=ensure_ledger, lock_timeout=options.lock_timeout,
+        statement_timeout=options.statement_timeout, runner_wait=options.runner_wait,
+    )
+    delay = options.retry_backoff
+    for attempt in range(1, options.retries + 2):
+        try:
+            return await _apply_once(pool, migration, script)
+        except _Retry as retry:
+            if attempt > options.retries:
+                raise _GaveUp(retry.reason, attempt, retry.__cause__) from retry.__cause__
+            emit(MigrationRetrying(schema, migration.version, attempt, delay, retry.reason))
+            await anyio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+class _GaveUp(Exception):
+    def __init__(self, reason: str, attempts: int, cause: BaseException | None) -> None:
+        super().__init__(f"{reason}; gave up after {attempts} attempts")
+        self.attempts = attempts
+        self.cause = cause
+
+
+async def _apply_once(pool: asyncpg.Pool, migration: Migration, script: str) -> AppliedMigration | None:
+    started = time.perf_counter()
+    try:
+        async with pool.acquire() as conn:
+            try:
+                await conn.execute(script)
+            except asyncpg.PostgresError as exc:
+                await _rollback(conn)
+                if exc.sqlstate == ALREADY_APPLIED:
+                    return None
+                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                    raise _Retry(_describe(exc)) from exc
+                raise
+    except CONNECTION_ERRORS as exc:
+        raise _Retry(f"connection lost: {_describe(exc)}") from exc
+    return AppliedMigration(migration.version, (time.perf_counter() - started) * 1000)
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    if not conn.is_closed():
+        await conn.execute("ROLLBACK")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+
+
+def failure_from(exc: BaseException, migration: Migration | None) -> Failure:
+    """A Failure that names the migration and carries the server's SQLSTATE and message."""
+    attempts = 1
+    if isinstance(exc, _GaveUp):
+        attempts = exc.attempts
+        cause = exc.cause
+        message = str(exc)
+    else:
+        cause = exc
+        message = _describe(exc)
+        if migration is None:
+            message = f"{type(exc).__name__} in a before_schema hook: {message}"
+    detail = getattr(cause, "detail", None)
+    if detail:
+        message += f" — {detail}"
+    return Failure(
+        message=message,
+        version=migration.version if migration else None,
+        sqlstate=getattr(cause, "sqlstate", None),
+        error_type=type(cause).__name__ if cause is not None else type(exc).__name__,
+        attempts=attempts,
+    )

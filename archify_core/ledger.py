@@ -1,0 +1,169 @@
+"""Reading what every schema has applied: the registry, the catalog and the ledgers.
+
+The fleet is read in a handful of queries whatever its size: one catalog query
+for every tenant's schema and ledger shape, then the ledgers themselves in
+batches of UNION ALL (each batch is one statement, so its table locks are
+released before the next). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+
+import asyncpg
+
+from .errors import RegistryMissingError
+from .migration import Scope
+from .planning import PUBLIC_SCHEMA, LedgerShape, SchemaState
+from .sql import LEDGER_TABLE, quote_ident
+from .tenants import SCHEMA_PREFIX, registry_problem
+
+# Table locks one ledger batch takes (ledger plus its index), kept well under
+# PostgreSQL's default lock table of 64 per connection slot.
+LEDGER_BATCH = 500
+
+_SCHEMA_CATALOG = f"""
+SELECT n.oid IS NOT NULL AS exists,
+       c.oid IS NOT NULL AS has_ledger,
+       EXISTS (SELECT 1 FROM pg_attribute a
+               WHERE a.attrelid = c.oid AND a.attname = 'checksum' AND NOT a.attisdropped)
+           AS has_checksum
+FROM (SELECT $1::text AS name) s
+LEFT JOIN pg_namespace n ON n.nspname = s.name
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = '{LEDGER_TABLE}'
+                    AND c.relkind IN ('r', 'p')
+"""
+
+_FLEET_CATALOG = f"""
+SELECT t.slug, t.schema_name,
+       n.oid IS NOT NULL AS exists,
+       c.oid IS NOT NULL AS has_ledger,
+       EXISTS (SELECT 1 FROM pg_attribute a
+               WHERE a.attrelid = c.oid AND a.attname = 'checksum' AND NOT a.attisdropped)
+           AS has_checksum
+FROM ({{registry}}) t
+LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = '{LEDGER_TABLE}'
+                    AND c.relkind IN ('r', 'p')
+ORDER BY t.slug
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    slug: str
+    schema: str
+    name: str | None = None
+
+
+def _shape(has_ledger: bool, has_checksum: bool) -> LedgerShape:
+    if not has_ledger:
+        return LedgerShape.MISSING
+    return LedgerShape.CURRENT if has_checksum else LedgerShape.GUIDE
+
+
+async def registry_exists(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval("SELECT to_regclass('public.tenants') IS NOT NULL")
+
+
+async def registry_columns(conn: asyncpg.Connection) -> set[str]:
+    """The column names of public.tenants (registries adopted from older tools vary)."""
+    return set(await conn.fetchval(
+        "SELECT array_agg(attname::text) FROM pg_attribute"
+        " WHERE attrelid = 'public.tenants'::regclass AND attnum > 0 AND NOT attisdropped"
+    ))
+
+
+async def _registry_query(conn: asyncpg.Connection) -> str:
+    """A SELECT of (slug, schema_name, name) over public.tenants, adopting older registries
+    that have no schema_name or name column."""
+    if not await registry_exists(conn):
+        raise RegistryMissingError()
+    columns = await registry_columns(conn)
+    schema_expr = "schema_name" if "schema_name" in columns else f"'{SCHEMA_PREFIX}' || slug"
+    name_expr = "name" if "name" in columns else "NULL"
+    return (
+        f"SELECT slug::text AS slug, {schema_expr}::text AS schema_name, {name_expr}::text AS name"
+        " FROM public.tenants WHERE $1::text[] IS NULL OR slug = ANY($1::text[])"
+    )
+
+
+async def read_tenant_states(
+    conn: asyncpg.Connection, slugs: Sequence[str] | None = None
+) -> list[SchemaState]:
+    """Every registered tenant (or those in `slugs`), with its schema and ledger shape.
+
+    One query. Applied versions are filled in later, batch by batch, by
+    `with_applied`. Rows whose slug or schema name cannot be trusted carry a
+    `problem` and are never migrated.
+    """
+    query = _FLEET_CATALOG.format(registry=await _registry_query(conn))
+    rows = await conn.fetch(query, list(slugs) if slugs is not None else None)
+    return [
+        SchemaState(
+            schema=row["schema_name"],
+            kind=Scope.TENANT,
+            slug=row["slug"],
+            exists=row["exists"],
+            ledger=_shape(row["has_ledger"], row["has_checksum"]),
+            problem=registry_problem(row["slug"], row["schema_name"]),
+        )
+        for row in rows
+    ]
+
+
+async def read_schema_state(
+    conn: asyncpg.Connection, schema: str, kind: Scope, slug: str | None = None
+) -> SchemaState:
+    """One schema's full state (catalog and ledger) in two queries."""
+    row = await conn.fetchrow(_SCHEMA_CATALOG, schema)
+    state = SchemaState(
+        schema=schema, kind=kind, slug=slug, exists=row["exists"],
+        ledger=_shape(row["has_ledger"], row["has_checksum"]),
+    )
+    [state] = await with_applied(conn, [state])
+    return state
+
+
+async def read_public_state(conn: asyncpg.Connection) -> SchemaState:
+    return await read_schema_state(conn, PUBLIC_SCHEMA, Scope.PUBLIC)
+
+
+async def with_applied(
+    conn: asyncpg.Connection, states: Sequence[SchemaState]
+) -> list[SchemaState]:
+    """The same states with `applied` read from their ledgers, in one statement."""
+    readable = [
+        (i, s) for i, s in enumerate(states)
+        if s.ledger is not LedgerShape.MISSING and s.problem is None
+    ]
+    applied: dict[int, dict[str, str | None]] = {i: {} for i, _ in readable}
+    if readable:
+        parts = [
+            f"SELECT {i}::int AS i, version::text AS version, "
+            f"{'checksum::text' if s.ledger is LedgerShape.CURRENT else 'NULL::text'} AS checksum "
+            f"FROM {quote_ident(s.schema)}.{LEDGER_TABLE}"
+            for i, s in readable
+        ]
+        for row in await conn.fetch("\nUNION ALL\n".join(parts)):
+            applied[row[0]][row[1]] = row[2]
+    return [
+        replace(s, applied=applied[i]) if i in applied else s for i, s in enumerate(states)
+    ]
+
+
+async def iter_tenant_states(
+    conn: asyncpg.Connection, states: Sequence[SchemaState], batch: int = LEDGER_BATCH
+) -> AsyncIterator[list[SchemaState]]:
+    """Yield tenant states with their ledgers read, `batch` schemas at a time."""
+    for start in range(0, len(states), batch):
+        yield await with_applied(conn, states[start:start + batch])
+
+
+async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
+    """Every registered tenant, by slug; empty before the registry exists."""
+    if not await registry_exists(conn):
+        return []
+    rows = await conn.fetch(await _registry_query(conn) + " ORDER BY slug", None)
+    return [Tenant(row["slug"], row["schema_name"], row["name"]) for row in rows]

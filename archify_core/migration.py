@@ -1,0 +1,76 @@
+"""What a migration is: the values the loader produces and the planner reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class Scope(StrEnum):
+    """Where a migration applies."""
+
+    PUBLIC = "public"
+    TENANT = "tenant"
+    BOTH = "both"
+
+    def applies_to_public(self) -> bool:
+        return self in (Scope.PUBLIC, Scope.BOTH)
+
+    def applies_to_tenants(self) -> bool:
+        return self in (Scope.TENANT, Scope.BOTH)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One validated migration file."""
+
+    version: str
+    scope: Scope
+    description: str
+    path: Path
+    upgrade_sql: str
+    downgrade_sql: str | None = None
+    checksum: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.checksum:
+            object.__setattr__(self, "checksum", sql_checksum(self.upgrade_sql))
+
+    def applies_to(self, kind: Scope) -> bool:
+        """Whether this migration runs in a schema of `kind` (public or tenant)."""
+        if kind is Scope.PUBLIC:
+            return self.scope.applies_to_public()
+        return self.scope.applies_to_tenants()
+
+
+def sql_checksum(sql: str) -> str:
+    """The checksum recorded in the ledger: sha256 of the upgrade SQL, whitespace-trimmed."""
+    return hashlib.sha256(sql.strip().encode("utf-8")).hexdigest()
+
+
+class MigrationSet(Sequence[Migration]):
+    """The validated migrations of a folder, in filename order."""
+
+    def __init__(self, migrations: Sequence[Migration], directory: Path | None = None) -> None:
+        self._migrations = tuple(migrations)
+        self._by_version = {m.version: m for m in self._migrations}
+        self.directory = directory
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._migrations[index]
+
+    def __len__(self) -> int:
+        return len(self._migrations)
+
+    def __iter__(self) -> Iterator[Migration]:
+        return iter(self._migrations)
+
+    def get(self, version: str) -> Migration | None:
+        return self._by_version.get(version)
+
+    def for_kind(self, kind: Scope) -> tuple[Migration, ...]:
+        """The migrations that run in a schema of `kind`, in order."""
+        return tuple(m for m in self._migrations if m.applies_to(kind))

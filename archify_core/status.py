@@ -1,0 +1,69 @@
+"""Fleet status as values: what each schema has applied and what is pending. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .migration import MigrationSet
+from .planning import Drift, SchemaState, drift_of, plan_schema
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    schema: str
+    slug: str | None
+    applied: tuple[str, ...]
+    pending: tuple[str, ...]
+    drift: Drift = field(default_factory=Drift)
+    problem: str | None = None  # why this schema cannot be migrated as it is
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.slug is not None:
+            data["slug"] = self.slug
+            data["schema"] = self.schema
+        data["applied"] = list(self.applied)
+        data["pending"] = list(self.pending)
+        if self.drift:
+            data["drift"] = {
+                "edited": list(self.drift.edited),
+                "missing_files": list(self.drift.missing_files),
+                "out_of_order": list(self.drift.out_of_order),
+            }
+        if self.problem:
+            data["problem"] = self.problem
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    public: SchemaStatus
+    tenants: list[SchemaStatus]
+    registry_exists: bool = True
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.public.pending) + sum(len(t.pending) for t in self.tenants)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.pending_count == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "public": self.public.to_dict(),
+            "tenants": [t.to_dict() for t in self.tenants],
+        }
+
+
+def schema_status(migrations: MigrationSet, state: SchemaState) -> SchemaStatus:
+    plan = plan_schema(migrations, state)
+    return SchemaStatus(
+        schema=state.schema,
+        slug=state.slug,
+        applied=tuple(sorted(state.applied)),
+        pending=tuple(m.version for m in plan.pending),
+        drift=drift_of(migrations, state),
+        problem=plan.blocked,
+    )

@@ -1,0 +1,90 @@
+"""Creating a tenant as one unit: schema, ledger, migrations, seed, registry row.
+
+Everything runs in one transaction on one connection, so a failure at any
+step leaves no schema, no ledger and no registry row behind.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pluggy
+
+from . import ledger
+from .errors import RegistryMissingError, TenantCreationError, TenantExistsError
+from .execution import ExecutionOptions
+from .migration import MigrationSet, Scope
+from .plugins import call_hook
+from .sql import creation_script
+from .tenants import schema_for
+
+
+async def create_tenant(
+    conn: asyncpg.Connection,
+    migrations: MigrationSet,
+    pm: pluggy.PluginManager,
+    slug: str,
+    name: str | None,
+    *,
+    admin_email: str | None,
+    migrate: bool,
+    options: ExecutionOptions,
+) -> ledger.Tenant:
+    schema = schema_for(slug)
+    name = name or slug
+    if not await ledger.registry_exists(conn):
+        raise RegistryMissingError()
+    to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
+    script, spans = creation_script(
+        schema, to_apply, lock_timeout=options.lock_timeout,
+        statement_timeout=options.statement_timeout, runner_wait=options.runner_wait,
+    )
+    step = "creating the schema"
+    try:
+        async with conn.transaction():
+            try:
+                await conn.execute(script)
+            except asyncpg.DuplicateSchemaError:
+                raise TenantExistsError(
+                    f"tenant {slug!r} already exists: schema {schema} is there"
+                ) from None
+            except asyncpg.PostgresError as exc:
+                step = _failing_step(exc, spans)
+                raise
+            if migrate:
+                step = "the archify_seed_admin hook"
+                await call_hook(pm, "archify_seed_admin", conn=conn, slug=slug, schema=schema,
+                                name=name, admin_email=admin_email)
+            step = "registering it in public.tenants"
+            await _register(conn, slug, name, schema)
+    except asyncpg.UniqueViolationError as exc:
+        if step.startswith("registering"):
+            raise TenantExistsError(f"tenant {slug!r} is already registered in public.tenants") from None
+        raise TenantCreationError(slug, step, exc) from exc
+    except TenantExistsError:
+        raise
+    except Exception as exc:
+        raise TenantCreationError(slug, step, exc) from exc
+    return ledger.Tenant(slug, schema, name)
+
+
+async def _register(conn: asyncpg.Connection, slug: str, name: str, schema: str) -> None:
+    columns = await ledger.registry_columns(conn)
+    values = {"slug": slug, "name": name, "schema_name": schema}
+    names = [c for c in values if c in columns]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    await conn.execute(
+        f"INSERT INTO public.tenants ({', '.join(names)}) VALUES ({placeholders})",
+        *(values[c] for c in names),
+    )
+
+
+def _failing_step(exc: asyncpg.PostgresError, spans: list[tuple[int, int, str]]) -> str:
+    position = getattr(exc, "position", None)
+    if position:
+        offset = int(position) - 1
+        for start, end, version in spans:
+            if start <= offset < end:
+                return f"migration {version}"
+    if spans:
+        return f"the tenant migrations ({spans[0][2]} .. {spans[-1][2]})"
+    return "creating the schema"
