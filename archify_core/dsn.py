@@ -46,7 +46,8 @@ def check_dsn(dsn: str) -> None:
 def connection_error(exc: BaseException, dsn: str) -> DatabaseConnectionError:
     """Translate what asyncpg or the OS raised on connect into one clear error."""
     where = redact(dsn)
-    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    auth_errors = asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    if isinstance(exc, auth_errors):
         text = f"authentication failed for {where}: {exc}. Check the user and password."
     elif isinstance(exc, asyncpg.InvalidCatalogNameError):
         text = f"database does not exist at {where}: {exc}. Create it (createdb) or fix the DSN."

@@ -124,7 +124,9 @@ class _GaveUp(Exception):
         self.cause = cause
 
 
-async def _apply_once(pool: asyncpg.Pool, migration: Migration, script: str) -> AppliedMigration | None:
+async def _apply_once(
+    pool: asyncpg.Pool, migration: Migration, script: str
+) -> AppliedMigration | None:
     started = time.perf_counter()
     try:
         async with pool.acquire() as conn:

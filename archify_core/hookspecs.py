@@ -60,7 +60,9 @@ def archify_on_failure(
 
 
 @hookspec
-def archify_seed_admin(conn: Any, slug: str, schema: str, name: str, admin_email: str | None) -> None:
+def archify_seed_admin(
+    conn: Any, slug: str, schema: str, name: str, admin_email: str | None
+) -> None:
     """Seed a new tenant, inside the transaction that creates it.
 
     `conn` is an asyncpg connection whose search_path is the new tenant's

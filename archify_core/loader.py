@@ -101,23 +101,23 @@ def _read_source(path: Path) -> str:
 
 
 def _parse_metadata(path: Path, source: str) -> dict[str, str]:
+    """The `# MIGRATION_KEY: value` lines, from the module docstring (the guide's
+    template) or from comment lines (the guide's prose shows both)."""
     try:
-        tree = ast.parse(source, filename=str(path))
+        ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise _Defective(f"Python syntax error at line {exc.lineno}: {exc.msg}") from None
-    docstring = ast.get_docstring(tree) or ""
     metadata: dict[str, str] = {}
-    duplicates: list[str] = []
-    for line in docstring.splitlines():
+    conflicts: list[str] = []
+    for line in source.splitlines():
         found = METADATA_LINE.match(line)
         if found is None:
             continue
-        key = found["key"]
-        if key in metadata:
-            duplicates.append(f"metadata {key} is given twice")
-        metadata[key] = found["value"]
-    if duplicates:
-        raise _Defective(*duplicates)
+        key, value = found["key"], found["value"]
+        if metadata.setdefault(key, value) != value:
+            conflicts.append(f"metadata {key} is given twice with different values")
+    if conflicts:
+        raise _Defective(*conflicts)
     return metadata
 
 

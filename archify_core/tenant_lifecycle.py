@@ -58,7 +58,9 @@ async def create_tenant(
             await _register(conn, slug, name, schema)
     except asyncpg.UniqueViolationError as exc:
         if step.startswith("registering"):
-            raise TenantExistsError(f"tenant {slug!r} is already registered in public.tenants") from None
+            raise TenantExistsError(
+                f"tenant {slug!r} is already registered in public.tenants"
+            ) from None
         raise TenantCreationError(slug, step, exc) from exc
     except TenantExistsError:
         raise

@@ -1,0 +1,54 @@
+# Archify: every target creates .venv on first use and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARCHIFY := $(BIN)/archify
+STAMP := $(VENV)/.installed
+TENANT ?= acme
+
+.PHONY: demo test lint soak bench install migrate-status migrate-public migrate-tenants \
+        migrate-tenant migrate-all clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,airflow]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on an embedded PostgreSQL: register demo tenants, migrate everything, show status.
+demo: $(STAMP)
+	$(ARCHIFY) public
+	$(ARCHIFY) create-tenant acme --name "Acme" --no-migrate --if-not-exists
+	$(ARCHIFY) create-tenant corp --name "Corp" --no-migrate --if-not-exists
+	$(ARCHIFY) create-tenant startup --name "Startup" --no-migrate --if-not-exists
+	$(ARCHIFY) all
+	$(ARCHIFY) status
+
+## The whole suite, against a PostgreSQL the suite starts itself.
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --write-docs
+
+migrate-status: $(STAMP)
+	$(ARCHIFY) status
+migrate-public: $(STAMP)
+	$(ARCHIFY) public
+migrate-tenants: $(STAMP)
+	$(ARCHIFY) tenants
+migrate-tenant: $(STAMP)
+	$(ARCHIFY) tenant $(TENANT)
+migrate-all: $(STAMP)
+	$(ARCHIFY) all
+
+clean:
+	rm -rf .archify

@@ -1,0 +1,217 @@
+"""The `archify` command line: a thin front end over Engine.
+
+Each command builds the same Engine a library user builds and awaits one of
+its methods; output and exit codes are the only things decided here.
+Exit codes: 0 all good, 1 some schema failed, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+
+from ..dsn import dsn_from_env
+from ..engine import DEFAULT_CONCURRENCY, Engine
+from ..errors import ArchifyError, TenantCreationError, TenantExistsError
+from ..plugins import load_plugin_reference
+from ..report import RolloutReport
+from .progress import RolloutOutput
+from .render import closing_lines, rollout_title, status_lines
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+@dataclass
+class Settings:
+    """The global options, as the Engine's keyword arguments."""
+
+    dsn: str | None
+    migrations: Path
+    concurrency: int
+    lock_timeout: float
+    statement_timeout: float | None
+    retries: int
+    plugins: tuple[str, ...]
+    allow_out_of_order: bool
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+
+    def engine(self, dsn: str, output: RolloutOutput | None = None) -> Engine:
+        return Engine(
+            dsn, self.migrations, concurrency=self.concurrency, lock_timeout=self.lock_timeout,
+            statement_timeout=self.statement_timeout, retries=self.retries,
+            allow_out_of_order=self.allow_out_of_order,
+            plugins=[load_plugin_reference(p) for p in self.plugins], on_event=output,
+        )
+
+    def print(self, *lines: str) -> None:
+        for line in lines:
+            self.out.print(line, markup=False)
+
+
+def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
+        output: RolloutOutput | None = None) -> T:
+    """Resolve the database (starting the embedded one if none is given), open an
+    Engine on it and run `work`; map Archify's errors to a message and exit code 2."""
+    try:
+        with ExitStack() as stack:
+            dsn = settings.dsn or dsn_from_env() or _embedded(stack)
+
+            async def main() -> T:
+                async with settings.engine(dsn, output) as engine:
+                    return await work(engine)
+
+            return anyio.run(main)
+    except TenantCreationError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except ArchifyError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _embedded(stack: ExitStack) -> str:
+    from ..embedded import DATABASE, data_dir, embedded_server, with_database
+
+    base = stack.enter_context(embedded_server(data_dir()))
+    anyio.run(_ensure_database, base, DATABASE)
+    return with_database(base, DATABASE)
+
+
+async def _ensure_database(base_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(base_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"archify: error: {message}", err=True)
+    sys.exit(code)
+
+
+# -- the command group -----------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", help="PostgreSQL DSN [env ARCHIFY_DSN or DATABASE_URL; "
+              "default: an embedded server under .archify/]")
+@click.option("--migrations", "migrations", default="migrations", show_default=True,
+              type=click.Path(path_type=Path), help="Folder of migration files.")
+@click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True,
+              type=click.IntRange(min=1), help="Schemas migrated at once.")
+@click.option("--lock-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a migration waits for a table lock before it gives up (and retries).")
+@click.option("--statement-timeout", default=None, type=click.FloatRange(min=0),
+              help="Seconds one migration may run. Default: no limit.")
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Extra attempts after a lock timeout or a lost connection.")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE[:OBJECT]",
+              help="Register a pluggy plugin (repeatable).")
+@click.option("--allow-out-of-order", is_flag=True,
+              help="Apply a migration older than one already applied.")
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, migrations: Path, concurrency: int,
+        lock_timeout: float, statement_timeout: float | None, retries: int,
+        plugins: tuple[str, ...], allow_out_of_order: bool) -> None:
+    """Apply versioned SQL migrations to public and every tenant schema."""
+    ctx.obj = Settings(dsn, migrations, concurrency, lock_timeout, statement_timeout, retries,
+                       plugins, allow_out_of_order)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def main(args: list[str] | None = None, prog_name: str | None = None) -> Any:
+    return cli.main(args=args, prog_name=prog_name or "archify")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@pass_settings
+def status(settings: Settings, as_json: bool) -> None:
+    """Show applied and pending migrations of public and every tenant."""
+    fleet = run(settings, lambda engine: engine.status())
+    if as_json:
+        click.echo(json.dumps(fleet.to_dict()))
+    else:
+        settings.print(*status_lines(fleet))
+
+
+def _migrate_command(name: str, help_text: str, target: str | None) -> None:
+    @click.option("--max-failures", type=click.IntRange(min=1), default=None,
+                  help="Stop starting new schemas after N failures (in-flight ones finish).")
+    @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    @click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+    @pass_settings
+    def command(settings: Settings, max_failures: int | None, dry_run: bool, as_json: bool,
+                quiet: bool, slug: str | None = None) -> None:
+        migrate_target: str | list[str] = target or [slug or ""]
+        report = _rollout(settings, migrate_target, max_failures=max_failures,
+                          dry_run=dry_run, as_json=as_json, quiet=quiet)
+        sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+    command.__doc__ = help_text
+    if target is None:
+        command = click.argument("slug")(command)
+    cli.command(name)(command)
+
+
+def _rollout(settings: Settings, target: str | list[str], *, max_failures: int | None,
+             dry_run: bool, as_json: bool, quiet: bool) -> RolloutReport:
+    label = target if isinstance(target, str) else ",".join(target)
+    if not as_json:
+        settings.print(rollout_title(label, dry_run))
+    output = RolloutOutput(settings.out, quiet=quiet or as_json)
+    with output:
+        report = run(settings, lambda e: e.migrate(target, max_failures=max_failures,
+                                                   dry_run=dry_run), output)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        settings.print(*closing_lines(report))
+    return report
+
+
+_migrate_command("public", "Migrate the public schema only.", "public")
+_migrate_command("tenants", "Migrate every tenant schema.", "tenants")
+_migrate_command("tenant", "Migrate one tenant: archify tenant SLUG.", None)
+_migrate_command("all", "Migrate public, then every tenant schema.", "all")
+
+
+@cli.command("create-tenant")
+@click.argument("slug")
+@click.option("--name", help="Display name (default: the slug).")
+@click.option("--admin-email",
+              help="Passed to the seed_admin hook (the default one adds an admin user).")
+@click.option("--no-migrate", is_flag=True,
+              help="Only register the tenant (schema, empty ledger, registry row); "
+                   "a later rollout applies its migrations.")
+@click.option("--if-not-exists", is_flag=True, help="Succeed quietly if the tenant exists.")
+@pass_settings
+def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: str | None,
+                  no_migrate: bool, if_not_exists: bool) -> None:
+    """Create a tenant: schema, every tenant migration, seed, registry row — all or nothing."""
+
+    async def work(engine: Engine) -> str:
+        try:
+            tenant = await engine.create_tenant(slug, name, admin_email=admin_email,
+                                                migrate=not no_migrate)
+        except TenantExistsError as exc:
+            if not if_not_exists:
+                raise
+            return f"= {exc}"
+        return f"✅ created tenant {tenant.slug} (schema {tenant.schema})"
+
+    settings.print(run(settings, work))

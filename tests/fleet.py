@@ -1,0 +1,90 @@
+"""Test helpers for building fleets quickly and reading the database's state."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncpg
+
+from archify_core.sql import quote_ident, quote_literal
+
+
+async def register_tenants(dsn: str, slugs: Iterable[str]) -> None:
+    """Create empty tenant schemas and their registry rows in one round trip
+    (what `create_tenant(migrate=False)` does, in bulk, for big fleets)."""
+    parts = []
+    for slug in slugs:
+        schema = f"tenant_{slug}"
+        parts.append(f"CREATE SCHEMA {quote_ident(schema)};")
+        parts.append(
+            "INSERT INTO public.tenants (slug, name, schema_name) VALUES "
+            f"({quote_literal(slug)}, {quote_literal(slug)}, {quote_literal(schema)});"
+        )
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("\n".join(parts))
+    finally:
+        await conn.close()
+
+
+async def ledger_versions(dsn: str, schema: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            f"SELECT version FROM {quote_ident(schema)}.schema_migrations ORDER BY version"
+        )
+    finally:
+        await conn.close()
+    return [r["version"] for r in rows]
+
+
+async def fetchval(dsn: str, query: str, *args: object) -> object:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
+
+
+async def column_exists(dsn: str, schema: str, table: str, column: str) -> bool:
+    return bool(await fetchval(
+        dsn,
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns "
+        "WHERE table_schema = $1 AND table_name = $2 AND column_name = $3)",
+        schema, table, column,
+    ))
+
+
+def keep_only(folder: Path, *prefixes: str) -> None:
+    """Remove every migration file whose number is not in `prefixes`."""
+    for path in folder.glob("*.py"):
+        if not path.name.startswith(prefixes):
+            path.unlink()
+
+
+def add_migration(folder: Path, version: str, scope: str, sql: str,
+                  downgrade: str | None = None) -> Path:
+    """Write a migration file in the guide's format."""
+    down = f"\nDOWNGRADE_SQL = {downgrade!r}\n" if downgrade else ""
+    path = folder / f"{version}.py"
+    path.write_text(
+        f'"""\nTest migration\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version}\n'
+        f'# MIGRATION_DESCRIPTION: {version}\n"""\n\nUPGRADE_SQL = {sql!r}\n{down}'
+    )
+    return path
+
+
+def copy_example(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+async def execute(dsn: str, script: str) -> None:
+    """Run a multi-statement SQL script (simple query protocol)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(script)
+    finally:
+        await conn.close()

@@ -1,0 +1,46 @@
+"""SQL text building and slug validation: pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archify_core import InvalidSlugError, schema_for, validate_slug
+from archify_core.migration import Migration, Scope
+from archify_core.sql import quote_ident, quote_literal, upgrade_script
+
+
+def test_identifiers_and_literals_are_always_quoted() -> None:
+    assert quote_ident('a"b') == '"a""b"'
+    assert quote_literal("it's") == "'it''s'"
+    with pytest.raises(ValueError):
+        quote_ident("a\x00b")
+
+
+def test_upgrade_script_is_one_transaction_scoped_to_its_schema() -> None:
+    m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"), "ALTER TABLE users ADD c int")
+    script = upgrade_script("tenant_acme", m, ensure_ledger=False, lock_timeout=2.5,
+                            statement_timeout=None, runner_wait=60)
+    assert script.startswith("BEGIN;") and script.endswith("COMMIT;")
+    assert 'SET LOCAL search_path TO "tenant_acme";' in script
+    assert "SET LOCAL lock_timeout = '2500ms';" in script
+    assert "pg_advisory_xact_lock" in script
+    assert script.index("pg_advisory_xact_lock") < script.index("ALTER TABLE users")
+    assert script.index("ALTER TABLE users") < script.index("INSERT INTO")
+
+
+@pytest.mark.parametrize("slug", ["acme", "a", "a1_b2", "x" * 56, "select", "pg_admin"])
+def test_valid_slugs(slug: str) -> None:
+    assert schema_for(slug) == f"tenant_{slug}"
+
+
+@pytest.mark.parametrize(("slug", "reason"), [
+    ("", "empty"), ("Acme", "'A'"), ("ac me", "' '"), ("a;drop", "';'"), ("a'b", "\"'\""),
+    ('a"b', "'\"'"), ("1abc", "start with a lowercase letter"), ("_abc", "start with"),
+    ("café", "non-ASCII"), ("x" * 57, "63-byte"), ("a-b", "'-'"),
+])
+def test_invalid_slugs_are_refused_with_a_reason(slug: str, reason: str) -> None:
+    with pytest.raises(InvalidSlugError) as caught:
+        validate_slug(slug)
+    assert reason in str(caught.value)
