@@ -199,10 +199,13 @@ async def test_max_failures_stops_new_schemas(dsn: str, migrations_dir: Path) ->
     assert report.stopped_early
     skipped = [r for r in report.schemas if r.outcome is Outcome.SKIPPED]
     for result in skipped:  # nothing at all ran in a skipped schema
-        assert await fetchval(dsn, f"SELECT to_regclass('{result.schema}.schema_migrations')") is None
+        ledger = f"{result.schema}.schema_migrations"
+        assert await fetchval(dsn, f"SELECT to_regclass('{ledger}')") is None
 
 
-async def test_a_registered_tenant_without_schema_is_reported(dsn: str, migrations_dir: Path) -> None:
+async def test_a_registered_tenant_without_schema_is_reported(
+    dsn: str, migrations_dir: Path
+) -> None:
     async with Engine(dsn, migrations_dir) as engine:
         await engine.migrate("public")
         await register_tenants(dsn, ["ghost", "real"])

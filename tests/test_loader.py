@@ -8,7 +8,6 @@ import pytest
 
 from archify_core import MigrationSetError, Scope, load_migrations
 from archify_core.errors import ConfigurationError
-
 from tests.conftest import EXAMPLE_MIGRATIONS
 from tests.fleet import add_migration
 
@@ -97,7 +96,8 @@ def test_every_defect_of_every_file_is_reported_together(tmp_path: Path) -> None
     _write(tmp_path, "003_empty.py", "   \n")
     defects = _defects(tmp_path)
     assert any(d.startswith("002_bad.py: unknown MIGRATION_SCOPE") for d in defects)
-    assert any(d.startswith("002_bad.py: missing metadata line '# MIGRATION_VERSION") for d in defects)
+    missing_version = "002_bad.py: missing metadata line '# MIGRATION_VERSION"
+    assert any(d.startswith(missing_version) for d in defects)
     assert any(d.startswith("002_bad.py: UPGRADE_SQL is empty") for d in defects)
     assert "003_empty.py: file is empty" in defects
     assert not any(d.startswith("001_ok.py") for d in defects)
