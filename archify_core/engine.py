@@ -14,7 +14,7 @@ import pluggy
 from . import ledger
 from .dsn import check_dsn, connection_error
 from .errors import ConfigurationError, TenantNotFoundError
-from .events import Event, Notice, RolloutFinished, RolloutStarted
+from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
 from .execution import ExecutionOptions
 from .loader import load_migrations
 from .migration import MigrationSet
@@ -222,7 +222,9 @@ class Engine:
     ) -> None:
         if dry_run:
             async for plan in _aiter(plans):
-                report.schemas.append(planned(plan))
+                result = planned(plan)
+                report.schemas.append(result)
+                self._emit(SchemaFinished(result))
             return
         rollout = Rollout(self.pool, self.options, self.pm, self._emit, report,
                           self.concurrency, max_failures)

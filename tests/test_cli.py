@@ -1,0 +1,119 @@
+"""The CLI end to end: real processes against the suite's PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fleet import add_migration, column_exists, fetchval, ledger_versions
+
+
+def archify(*args: str, dsn: str | None = None, migrations: Path | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "archify_core"]
+    if dsn:
+        command += ["--dsn", dsn]
+    if migrations:
+        command += ["--migrations", str(migrations)]
+    env = {k: v for k, v in os.environ.items() if k not in ("ARCHIFY_DSN", "DATABASE_URL")}
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=120)
+
+
+def test_guide_workflow(dsn: str, migrations_dir: Path) -> None:
+    status = archify("status", dsn=dsn, migrations=migrations_dir)
+    assert status.returncode == 0, status.stderr
+    assert "MIGRATION STATUS" in status.stdout and "⏳ 001_create_public_tables" in status.stdout
+
+    assert archify("public", dsn=dsn, migrations=migrations_dir).returncode == 0
+    for slug in ("acme", "corp"):
+        created = archify("create-tenant", slug, "--no-migrate", dsn=dsn, migrations=migrations_dir)
+        assert created.returncode == 0, created.stderr
+
+    plan = archify("tenants", "--dry-run", dsn=dsn, migrations=migrations_dir)
+    assert plan.returncode == 0 and "→ 003_add_user_avatar" in plan.stdout
+    assert not asyncio_run(column_exists(dsn, "tenant_acme", "users", "avatar_url"))
+
+    one = archify("tenant", "acme", dsn=dsn, migrations=migrations_dir)
+    assert one.returncode == 0, one.stderr
+    assert "tenant_acme:" in one.stdout and "✓ 003_add_user_avatar" in one.stdout
+    assert asyncio_run(ledger_versions(dsn, "tenant_corp")) == []
+
+    rollout = archify("all", dsn=dsn, migrations=migrations_dir)
+    assert rollout.returncode == 0, rollout.stderr
+    assert "tenant_corp:" in rollout.stdout and "✅" in rollout.stdout
+
+    status = json.loads(archify("status", "--json", dsn=dsn, migrations=migrations_dir).stdout)
+    assert status["public"]["pending"] == []
+    assert [(t["slug"], t["schema"], t["pending"]) for t in status["tenants"]] == [
+        ("acme", "tenant_acme", []), ("corp", "tenant_corp", [])]
+    assert status["tenants"][0]["applied"] == [
+        "002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
+
+
+def test_a_failing_schema_exits_1_and_names_it(dsn: str, migrations_dir: Path) -> None:
+    assert archify("public", dsn=dsn, migrations=migrations_dir).returncode == 0
+    for slug in ("fine", "broken"):
+        archify("create-tenant", slug, "--no-migrate", dsn=dsn, migrations=migrations_dir)
+    asyncio_run(fetchval(dsn, "CREATE TABLE tenant_broken.users (id int)"))  # clashes with 002
+    add_migration(migrations_dir, "006_noop", "tenant", "SELECT 1;")
+    result = archify("tenants", "--json", dsn=dsn, migrations=migrations_dir)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    failed = [s for s in report["schemas"] if s["outcome"] == "failed"]
+    assert [(s["slug"], s["failure"]["version"]) for s in failed] == [
+        ("broken", "002_create_tenant_tables")]
+    assert asyncio_run(ledger_versions(dsn, "tenant_fine"))[-1] == "006_noop"
+
+    human = archify("tenants", dsn=dsn, migrations=migrations_dir)
+    assert human.returncode == 1
+    assert "❌ 1 schema(s) failed: tenant_broken" in human.stdout
+    assert "✗ 002_create_tenant_tables" in human.stdout
+
+
+def test_bad_input_exits_2_without_a_traceback(dsn: str, migrations_dir: Path) -> None:
+    (migrations_dir / "006_broken.py").write_text('"""\n# MIGRATION_SCOPE: sideways\n"""\n')
+    result = archify("all", dsn=dsn, migrations=migrations_dir)
+    assert result.returncode == 2
+    assert "006_broken.py: unknown MIGRATION_SCOPE 'sideways'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert asyncio_run(fetchval(dsn, "SELECT to_regclass('public.schema_migrations')")) is None
+    (migrations_dir / "006_broken.py").unlink()
+
+    bad_slug = archify("create-tenant", "Robert'); DROP TABLE tenants;--", dsn=dsn,
+                       migrations=migrations_dir)
+    assert bad_slug.returncode == 2 and "invalid tenant slug" in bad_slug.stderr
+
+    no_registry = archify("tenants", dsn=dsn, migrations=migrations_dir)
+    assert no_registry.returncode == 2 and "archify public" in no_registry.stderr
+
+    bad_dsn = archify("status", dsn="mysql://nope", migrations=migrations_dir)
+    assert bad_dsn.returncode == 2 and "must start with postgresql://" in bad_dsn.stderr
+    unreachable = archify("status", dsn="postgresql://u:secret@127.0.0.1:1/db",
+                          migrations=migrations_dir)
+    assert unreachable.returncode == 2 and "cannot connect" in unreachable.stderr
+    assert "secret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+    missing = archify("status", migrations=migrations_dir / "nope", dsn=dsn)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_embedded_server_when_no_dsn_is_given(tmp_path: Path, migrations_dir: Path) -> None:
+    first = archify("all", migrations=migrations_dir, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / ".archify" / "pg18" / "PG_VERSION").exists()
+    second = archify("status", "--json", migrations=migrations_dir, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["public"]["pending"] == []
+
+
+def asyncio_run(coro: object) -> object:
+    import anyio
+
+    async def run() -> object:
+        return await coro  # type: ignore[misc]
+
+    return anyio.run(run)
