@@ -18,12 +18,12 @@ from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinish
 from .execution import ExecutionOptions
 from .loader import load_migrations
 from .migration import MigrationSet
-from .planning import SchemaPlan, SchemaState, plan_schema
+from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema
 from .plugins import call_hook_quietly, make_plugin_manager
 from .report import RolloutReport
 from .rollout import Rollout, planned
 from .status import FleetStatus, schema_status
-from .tenant_lifecycle import create_tenant
+from .tenant_lifecycle import create_tenant, drop_tenant
 from .tenants import validate_slug
 
 log = logging.getLogger("archify")
@@ -175,17 +175,22 @@ class Engine:
             if slugs is not None or target in ("tenants", "all"):
                 tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
             public = await ledger.read_public_state(conn) if include_public else None
-            total = len(tenant_states) + (1 if public else 0)
-            self._emit(RolloutStarted(label, total, self.concurrency, dry_run))
-            await call_hook_quietly(self.pm, "archify_rollout_started", target=label,
-                                    schemas=total, dry_run=dry_run)
+            await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
             if public is not None:
                 await self._run([self._plan(public)], report, max_failures, dry_run)
                 if not tenant_states and target == "all" and not dry_run:
                     tenant_states = await self._tenant_states(conn, None, required=False)
             if tenant_states and not report.stopped_early:
-                await self._run(self._tenant_plans(conn, tenant_states), report,
+                await self._run(self._tenant_plans(conn, tenant_states, self._plan), report,
                                 max_failures, dry_run)
+        return await self._finished(report, started)
+
+    async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
+        self._emit(RolloutStarted(label, schemas, self.concurrency, dry_run))
+        await call_hook_quietly(self.pm, "archify_rollout_started", target=label,
+                                schemas=schemas, dry_run=dry_run)
+
+    async def _finished(self, report: RolloutReport, started: float) -> RolloutReport:
         report.duration_s = time.perf_counter() - started
         self._emit(RolloutFinished(report))
         await call_hook_quietly(self.pm, "archify_rollout_finished", report=report)
@@ -210,11 +215,12 @@ class Engine:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
 
     async def _tenant_plans(
-        self, conn: asyncpg.Connection, states: list[SchemaState]
+        self, conn: asyncpg.Connection, states: list[SchemaState],
+        plan: Callable[[SchemaState], SchemaPlan],
     ) -> AsyncIterator[SchemaPlan]:
         async for batch in ledger.iter_tenant_states(conn, states):
             for state in batch:
-                yield self._plan(state)
+                yield plan(state)
 
     async def _run(
         self, plans: Iterable[SchemaPlan] | AsyncIterator[SchemaPlan], report: RolloutReport,
@@ -234,6 +240,46 @@ class Engine:
     def _known_slugs(self, tenants: Sequence[str] | None) -> list[str] | None:
         return None if tenants is None else [validate_slug(s) for s in tenants]
 
+    async def rollback(
+        self, target: Target, *, to: str | None = None, steps: int | None = None,
+        max_failures: int | None = None, dry_run: bool = False,
+    ) -> RolloutReport:
+        """Revert applied migrations, newest first: `to=VERSION` (VERSION stays applied)
+        or `steps=N`, in "public", every tenant ("tenants") or a list of slugs.
+
+        Each step runs the migration's downgrade SQL and deletes its ledger row in
+        one transaction, under the same lock and search_path isolation as upgrades.
+        A schema where any migration to revert lacks downgrade SQL is failed
+        before anything runs in it.
+        """
+        if (to is None) == (steps is None):
+            raise ConfigurationError("rollback needs exactly one of --to VERSION or --steps N")
+        if steps is not None and steps < 1:
+            raise ConfigurationError(f"--steps must be at least 1, not {steps}")
+        if to is not None and self.migrations.get(to) is None:
+            raise ConfigurationError(f"--to {to}: no migration file has this version")
+        if target == "all":
+            raise ConfigurationError("rollback one scope at a time: 'public' or 'tenants'")
+        include_public, slugs = _parse_target(target)
+        label = f"rollback {target if isinstance(target, str) else ','.join(slugs or ())}"
+        report = RolloutReport(target=label, dry_run=dry_run)
+        started = time.perf_counter()
+
+        def plan(state: SchemaState) -> SchemaPlan:
+            return plan_rollback(self.migrations, state, to=to, steps=steps)
+
+        async with self.pool.acquire() as conn:
+            if include_public:
+                public = await ledger.read_public_state(conn)
+                await self._started(label, 1, dry_run)
+                await self._run([plan(public)], report, max_failures, dry_run)
+            else:
+                states = await self._tenant_states(conn, slugs, required=True)
+                await self._started(label, len(states), dry_run)
+                await self._run(self._tenant_plans(conn, states, plan), report,
+                                max_failures, dry_run)
+        return await self._finished(report, started)
+
     # -- tenants -----------------------------------------------------------------
 
     async def create_tenant(
@@ -252,6 +298,28 @@ class Engine:
                 migrate=migrate, options=self.options,
             )
 
+
+    async def drop_tenant(self, slug: str) -> ledger.Tenant:
+        """Drop tenant `slug`: its schema with all its data, and its registry row."""
+        async with self.pool.acquire() as conn:
+            return await drop_tenant(conn, slug, options=self.options)
+
+    async def validate(self) -> list[str]:
+        """Drift between the files and every schema's ledger, one line per problem
+        (the files themselves were validated when the engine opened)."""
+        status = await self.status()
+        problems = []
+        for schema in [status.public, *status.tenants]:
+            drift = schema.drift
+            problems += [f"{schema.schema}: {v} was edited after it was applied (checksum differs)"
+                         for v in drift.edited]
+            problems += [f"{schema.schema}: {v} is applied but no migration file has it"
+                         for v in drift.missing_files]
+            problems += [f"{schema.schema}: {v} is pending but older than applied migrations"
+                         for v in drift.out_of_order]
+            if schema.problem and not drift.out_of_order:
+                problems.append(f"{schema.schema}: {schema.problem}")
+        return problems
 
 def _parse_target(target: Target) -> tuple[bool, list[str] | None]:
     """(include public?, tenant slugs or None for every tenant or none)."""
@@ -278,3 +346,4 @@ async def _aiter(plans: Any) -> AsyncIterator[SchemaPlan]:
     else:
         for plan in plans:
             yield plan
+

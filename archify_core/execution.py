@@ -19,10 +19,10 @@ import pluggy
 
 from .events import Event, MigrationApplied, MigrationRetrying, SchemaStarted
 from .migration import Migration
-from .planning import LedgerShape, SchemaPlan
+from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
-from .sql import ALREADY_APPLIED, upgrade_script
+from .sql import ALREADY_DONE, downgrade_script, upgrade_script
 
 log = logging.getLogger("archify")
 
@@ -74,13 +74,15 @@ async def apply_plan(
             pending=tuple(m.version for m in plan.pending),
         )
         ensure_ledger = state.ledger is not LedgerShape.CURRENT
+        done = Outcome.MIGRATED if plan.direction is Direction.UP else Outcome.ROLLED_BACK
         for current in plan.pending:
-            applied = await _apply_with_retries(pool, state.schema, current, ensure_ledger,
+            script = step_script(plan, current, ensure_ledger, options)
+            applied = await _apply_with_retries(pool, state.schema, current, script,
                                                 options, emit)
             ensure_ledger = False
             if applied is not None:
                 result.applied.append(applied)
-                result.outcome = Outcome.MIGRATED
+                result.outcome = done
                 emit(MigrationApplied(state.schema, applied))
         current = None
     except Exception as exc:  # recorded in the result and reported; the fleet goes on
@@ -95,15 +97,22 @@ async def apply_plan(
     return result
 
 
+def step_script(
+    plan: SchemaPlan, migration: Migration, ensure_ledger: bool, options: ExecutionOptions
+) -> str:
+    """The one-round-trip SQL that applies (or reverts) `migration` in the plan's schema."""
+    timeouts = {"lock_timeout": options.lock_timeout, "runner_wait": options.runner_wait,
+                "statement_timeout": options.statement_timeout}
+    if plan.direction is Direction.DOWN:
+        return downgrade_script(plan.schema, migration, **timeouts)
+    return upgrade_script(plan.schema, migration, ensure_ledger=ensure_ledger, **timeouts)
+
+
 async def _apply_with_retries(
-    pool: asyncpg.Pool, schema: str, migration: Migration, ensure_ledger: bool,
+    pool: asyncpg.Pool, schema: str, migration: Migration, script: str,
     options: ExecutionOptions, emit: Callable[[Event], None],
 ) -> AppliedMigration | None:
-    """Apply one migration; None if another runner applied it first."""
-    script = upgrade_script(
-        schema, migration, ensure_ledger=ensure_ledger, lock_timeout=options.lock_timeout,
-        statement_timeout=options.statement_timeout, runner_wait=options.runner_wait,
-    )
+    """Run one step; None if another runner already did it."""
     delay = options.retry_backoff
     for attempt in range(1, options.retries + 2):
         try:
@@ -134,7 +143,7 @@ async def _apply_once(
                 await conn.execute(script)
             except asyncpg.PostgresError as exc:
                 await _rollback(conn)
-                if exc.sqlstate == ALREADY_APPLIED:
+                if exc.sqlstate == ALREADY_DONE:
                     return None
                 if exc.sqlstate in RETRYABLE_SQLSTATES:
                     raise _Retry(_describe(exc)) from exc
@@ -145,8 +154,14 @@ async def _apply_once(
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:
-    if not conn.is_closed():
-        await conn.execute("ROLLBACK")
+    """End the failed transaction. Best effort: when the connection is gone the server
+    has rolled back already, and the error that brought us here is what gets reported
+    (not asyncpg's complaint about a detached connection)."""
+    try:
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")
+    except CONNECTION_ERRORS:
+        pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -175,11 +175,16 @@ def _sql_from(module: ModuleType, func_name: str, const_name: str, *, required: 
         return None
     if not isinstance(sql, str):
         raise _Defective(f"{source} must be a SQL string, not {type(sql).__name__}")
-    if not sql.strip():
+    if not _has_statement(sql):
         if required:
-            raise _Defective(f"{source} is empty: a migration must change something")
+            raise _Defective(f"{source} is empty (or only comments): a migration must change "
+                             "something")
         return None
     return sql
+
+
+def _has_statement(sql: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in sql.splitlines())
 
 
 def _set_defects(migrations: list[Migration]) -> list[MigrationDefect]:

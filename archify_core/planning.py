@@ -14,6 +14,13 @@ from .migration import Migration, MigrationSet, Scope
 PUBLIC_SCHEMA = "public"
 
 
+class Direction(StrEnum):
+    """Which way a plan runs: apply migrations, or revert them."""
+
+    UP = "up"
+    DOWN = "down"
+
+
 class LedgerShape(StrEnum):
     """What a schema's schema_migrations table looks like today."""
 
@@ -40,8 +47,9 @@ class SchemaPlan:
     """What will run in one schema, and why it may not run at all."""
 
     state: SchemaState
-    pending: tuple[Migration, ...]
+    pending: tuple[Migration, ...]  # in the order they run (newest first when reverting)
     blocked: str | None = None  # set when nothing may run here, with the reason
+    direction: Direction = Direction.UP
 
     @property
     def schema(self) -> str:
@@ -109,4 +117,44 @@ def _blocked(
                 "renumber the new file after the newest applied migration, or pass "
                 "--allow-out-of-order to apply it anyway"
             )
+    return None
+
+
+def plan_rollback(
+    migrations: MigrationSet, state: SchemaState, *, to: str | None = None,
+    steps: int | None = None,
+) -> SchemaPlan:
+    """The applied migrations to revert in one schema, newest first.
+
+    `to=VERSION` reverts everything applied after VERSION (VERSION stays);
+    `steps=N` reverts the newest N. Every one of them must have a file with
+    downgrade SQL, or nothing is reverted in this schema.
+    """
+    if (to is None) == (steps is None):
+        raise ValueError("give exactly one of `to` and `steps`")
+    newest_first = sorted(state.applied, reverse=True)
+    chosen = newest_first[:steps] if steps is not None else [v for v in newest_first if v > to]
+    found = tuple(migrations.get(v) for v in chosen)
+    reverting = tuple(m for m in found if m is not None)
+    return SchemaPlan(state, reverting, _rollback_blocked(state, chosen, reverting),
+                      Direction.DOWN)
+
+
+def _rollback_blocked(
+    state: SchemaState, chosen: list[str], reverting: tuple[Migration, ...]
+) -> str | None:
+    if state.problem:
+        return state.problem
+    if not chosen:
+        return None
+    if not state.exists:
+        return f"schema {state.schema} does not exist"
+    missing = sorted(set(chosen) - {m.version for m in reverting})
+    if missing:
+        return (f"cannot roll back {', '.join(missing)}: no migration file has this version; "
+                "restore the file (with its downgrade SQL) first")
+    no_downgrade = [m.version for m in reverting if not m.downgrade_sql]
+    if no_downgrade:
+        return (f"{', '.join(no_downgrade)} has no downgrade SQL; nothing was rolled back in "
+                f"{state.schema}. Add DOWNGRADE_SQL (or downgrade()) to the file")
     return None

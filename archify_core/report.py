@@ -12,6 +12,7 @@ from typing import Any
 
 class Outcome(StrEnum):
     MIGRATED = "migrated"  # something was applied
+    ROLLED_BACK = "rolled_back"  # something was reverted
     UP_TO_DATE = "up_to_date"  # nothing was pending
     FAILED = "failed"
     SKIPPED = "skipped"  # not started: --max-failures was reached

@@ -85,7 +85,7 @@ def settled(plan: SchemaPlan, *, stopped: bool = False) -> SchemaResult:
 
 
 def planned(plan: SchemaPlan) -> SchemaResult:
-    """A dry run's result: what would run here."""
+    """A dry run's result: what would run here (what would be reverted, for a rollback)."""
     if plan.blocked is not None or not plan.pending:
         return settled(plan)
     state = plan.state

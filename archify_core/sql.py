@@ -11,8 +11,8 @@ from .migration import Migration
 # First half of the two-int advisory lock key; "ARCH" in ASCII. The second half
 # is hashtext(schema), so every schema has its own lock.
 ADVISORY_LOCK_CLASS = 0x41524348
-# SQLSTATE our guard raises when another runner applied the migration first.
-ALREADY_APPLIED = "AF001"
+# SQLSTATE our guard raises when another runner already applied (or reverted) the migration.
+ALREADY_DONE = "AF001"
 LEDGER_TABLE = "schema_migrations"
 
 
@@ -94,25 +94,64 @@ def upgrade_script(
     """
     ledger = ledger_name(schema)
     version = quote_literal(migration.version)
-    return (
-        "BEGIN;\n"
-        + transaction_prelude(
-            schema, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-            runner_wait=runner_wait,
-        )
-        + (create_ledger_sql(schema) if ensure_ledger else "")
-        + "DO $archify_guard$ BEGIN\n"
-        f"  IF EXISTS (SELECT 1 FROM {ledger} WHERE version = {version}) THEN\n"
-        f"    RAISE EXCEPTION 'migration % is already applied', {version}\n"
-        f"      USING ERRCODE = '{ALREADY_APPLIED}';\n"
-        "  END IF;\n"
-        "END $archify_guard$;\n"
-        f"{migration.upgrade_sql.rstrip()}\n;\n"
+    return _step_script(
+        schema,
+        (create_ledger_sql(schema) if ensure_ledger else "")
+        + _guard(ledger, version, applied=True)
+        + f"{migration.upgrade_sql.rstrip()}\n;\n"
         f"INSERT INTO {ledger} (version, checksum, duration_ms) VALUES ({version}, "
         f"{quote_literal(migration.checksum)}, "
-        "(EXTRACT(EPOCH FROM clock_timestamp() - transaction_timestamp()) * 1000)::int);\n"
-        "RESET ALL;\n"
-        "COMMIT;"
+        "(EXTRACT(EPOCH FROM clock_timestamp() - transaction_timestamp()) * 1000)::int);\n",
+        lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
+    )
+
+
+def downgrade_script(
+    schema: str,
+    migration: Migration,
+    *,
+    lock_timeout: float | None,
+    statement_timeout: float | None,
+    runner_wait: float | None,
+) -> str:
+    """One round trip that reverts one migration and deletes its ledger row, atomically."""
+    if not migration.downgrade_sql:
+        raise ValueError(f"{migration.version} has no downgrade SQL")
+    ledger = ledger_name(schema)
+    version = quote_literal(migration.version)
+    return _step_script(
+        schema,
+        _guard(ledger, version, applied=False)
+        + f"{migration.downgrade_sql.rstrip()}\n;\n"
+        f"DELETE FROM {ledger} WHERE version = {version};\n",
+        lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
+    )
+
+
+def _step_script(
+    schema: str, body: str, *, lock_timeout: float | None, statement_timeout: float | None,
+    runner_wait: float | None,
+) -> str:
+    return (
+        "BEGIN;\n"
+        + transaction_prelude(schema, lock_timeout=lock_timeout,
+                              statement_timeout=statement_timeout, runner_wait=runner_wait)
+        + body
+        + "RESET ALL;\nCOMMIT;"
+    )
+
+
+def _guard(ledger: str, version: str, *, applied: bool) -> str:
+    """Stop with AF001 if another runner already did this step (applied, or reverted)."""
+    condition = "EXISTS" if applied else "NOT EXISTS"
+    state = "already applied" if applied else "not applied"
+    return (
+        "DO $archify_guard$ BEGIN\n"
+        f"  IF {condition} (SELECT 1 FROM {ledger} WHERE version = {version}) THEN\n"
+        f"    RAISE EXCEPTION 'migration % is {state}', {version}\n"
+        f"      USING ERRCODE = '{ALREADY_DONE}';\n"
+        "  END IF;\n"
+        "END $archify_guard$;\n"
     )
 
 
@@ -148,3 +187,7 @@ def creation_script(
         parts += [body, record]
         offset += len(body) + len(record)
     return "".join(parts), spans
+
+
+def drop_schema_sql(schema: str) -> str:
+    return f"DROP SCHEMA {quote_ident(schema)} CASCADE"

@@ -1,4 +1,6 @@
-"""Creating a tenant as one unit: schema, ledger, migrations, seed, registry row.
+"""Creating and dropping tenants, each as one unit.
+
+Creation: schema, ledger, migrations, seed, registry row.
 
 Everything runs in one transaction on one connection, so a failure at any
 step leaves no schema, no ledger and no registry row behind.
@@ -10,11 +12,16 @@ import asyncpg
 import pluggy
 
 from . import ledger
-from .errors import RegistryMissingError, TenantCreationError, TenantExistsError
+from .errors import (
+    RegistryMissingError,
+    TenantCreationError,
+    TenantExistsError,
+    TenantNotFoundError,
+)
 from .execution import ExecutionOptions
 from .migration import MigrationSet, Scope
 from .plugins import call_hook
-from .sql import creation_script
+from .sql import creation_script, drop_schema_sql, transaction_prelude
 from .tenants import schema_for
 
 
@@ -90,3 +97,28 @@ def _failing_step(exc: asyncpg.PostgresError, spans: list[tuple[int, int, str]])
     if spans:
         return f"the tenant migrations ({spans[0][2]} .. {spans[-1][2]})"
     return "creating the schema"
+
+
+async def drop_tenant(
+    conn: asyncpg.Connection, slug: str, *, options: ExecutionOptions
+) -> ledger.Tenant:
+    """Drop tenant `slug`'s schema (with everything in it) and its registry row, in one
+    transaction, under the schema's advisory lock so no rollout is migrating it."""
+    schema = schema_for(slug)
+    async with conn.transaction():
+        await conn.execute(
+            transaction_prelude(schema, lock_timeout=options.lock_timeout,
+                                statement_timeout=options.statement_timeout,
+                                runner_wait=options.runner_wait)
+        )
+        name = None
+        if await ledger.registry_exists(conn):
+            name = await conn.fetchval(
+                "DELETE FROM public.tenants WHERE slug = $1 RETURNING name::text", slug)
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+        if name is None and not exists:
+            raise TenantNotFoundError(
+                f"tenant {slug!r} does not exist: not in public.tenants and no schema {schema}")
+        if exists:
+            await conn.execute(drop_schema_sql(schema))
+    return ledger.Tenant(slug, schema, name)

@@ -22,8 +22,13 @@ from rich.console import Console
 from ..dsn import dsn_from_env
 from ..engine import DEFAULT_CONCURRENCY, Engine
 from ..errors import ArchifyError, TenantCreationError, TenantExistsError
+from ..loader import load_migrations
+from ..migration import MigrationSet, Scope
 from ..plugins import load_plugin_reference
 from ..report import RolloutReport
+from ..scaffold import new_migration
+from ..sql import creation_script, drop_schema_sql
+from ..tenants import schema_for
 from .progress import RolloutOutput
 from .render import closing_lines, rollout_title, status_lines
 
@@ -173,15 +178,34 @@ def _rollout(settings: Settings, target: str | list[str], *, max_failures: int |
     label = target if isinstance(target, str) else ",".join(target)
     if not as_json:
         settings.print(rollout_title(label, dry_run))
-    output = RolloutOutput(settings.out, quiet=quiet or as_json)
-    with output:
-        report = run(settings, lambda e: e.migrate(target, max_failures=max_failures,
-                                                   dry_run=dry_run), output)
+    report = _drive(settings, lambda e: e.migrate(target, max_failures=max_failures,
+                                                  dry_run=dry_run),
+                    dry_run=dry_run, quiet=quiet or as_json)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
         settings.print(*closing_lines(report))
     return report
+
+
+def _drive(settings: Settings, work: Callable[[Engine], Awaitable[RolloutReport]], *,
+           dry_run: bool, quiet: bool, reverting: bool = False) -> RolloutReport:
+    """Run a rollout with its live output; a dry run also prints the SQL it would run."""
+    sql = None
+    if dry_run and not quiet:
+        migrations = _load(settings)
+        pick = (lambda m: m.downgrade_sql) if reverting else (lambda m: m.upgrade_sql)
+        sql = {m.version: pick(m) or "" for m in migrations}
+    output = RolloutOutput(settings.out, quiet=quiet, sql=sql)
+    with output:
+        return run(settings, work, output)
+
+
+def _load(settings: Settings) -> MigrationSet:
+    try:
+        return load_migrations(settings.migrations)
+    except ArchifyError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 _migrate_command("public", "Migrate the public schema only.", "public")
@@ -199,10 +223,19 @@ _migrate_command("all", "Migrate public, then every tenant schema.", "all")
               help="Only register the tenant (schema, empty ledger, registry row); "
                    "a later rollout applies its migrations.")
 @click.option("--if-not-exists", is_flag=True, help="Succeed quietly if the tenant exists.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
 @pass_settings
 def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: str | None,
-                  no_migrate: bool, if_not_exists: bool) -> None:
+                  no_migrate: bool, if_not_exists: bool, dry_run: bool) -> None:
     """Create a tenant: schema, every tenant migration, seed, registry row — all or nothing."""
+    if dry_run:
+        migrations = _load(settings).for_kind(Scope.TENANT) if not no_migrate else ()
+        script, _ = _guarded(lambda: creation_script(
+            schema_for(slug), migrations, lock_timeout=settings.lock_timeout,
+            statement_timeout=settings.statement_timeout, runner_wait=None))
+        settings.print(f"-- dry run: create tenant {slug} (one transaction; "
+                       "then the seed_admin hook and the public.tenants row)", script)
+        return
 
     async def work(engine: Engine) -> str:
         try:
@@ -215,3 +248,112 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
         return f"✅ created tenant {tenant.slug} (schema {tenant.schema})"
 
     settings.print(run(settings, work))
+
+
+def _guarded(make: Callable[[], T]) -> T:
+    """Run pure code that may refuse bad input (a slug) with an Archify error: exit 2."""
+    try:
+        return make()
+    except ArchifyError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@cli.command("drop-tenant")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--dry-run", is_flag=True, help="Print the SQL it would run; change nothing.")
+@pass_settings
+def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None:
+    """Drop a tenant: its schema with ALL its data, and its registry row."""
+    schema = _guarded(lambda: schema_for(slug))
+    if dry_run:
+        settings.print(f"-- dry run: drop tenant {slug} (one transaction)",
+                       f"{drop_schema_sql(schema)};",
+                       f"DELETE FROM public.tenants WHERE slug = '{slug}';")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"dropping {schema} deletes all its data; pass --yes to confirm", EXIT_USAGE)
+        click.confirm(f"Drop {schema} and all its data?", abort=True)
+    tenant = run(settings, lambda engine: engine.drop_tenant(slug))
+    settings.print(f"🗑  dropped tenant {tenant.slug} (schema {tenant.schema})")
+
+
+@cli.command("tenants-list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@pass_settings
+def tenants_list(settings: Settings, as_json: bool) -> None:
+    """List every registered tenant."""
+    tenants = run(settings, lambda engine: engine.list_tenants())
+    if as_json:
+        click.echo(json.dumps([{"slug": t.slug, "schema": t.schema, "name": t.name}
+                               for t in tenants]))
+        return
+    settings.print(f"🏢 {len(tenants)} tenant(s)")
+    settings.print(*(f"  {t.slug} ({t.schema}) {t.name or ''}".rstrip() for t in tenants))
+
+
+@cli.command()
+@click.option("--to", "to", metavar="VERSION", help="Revert everything applied after VERSION.")
+@click.option("--steps", type=click.IntRange(min=1), help="Revert the newest N migrations.")
+@click.option("--schema", type=click.Choice(["public"]), help="Roll back the public schema.")
+@click.option("--tenant", "tenants", multiple=True, metavar="SLUG",
+              help="Roll back this tenant (repeatable).")
+@click.option("--all-tenants", is_flag=True, help="Roll back every tenant, concurrently.")
+@click.option("--max-failures", type=click.IntRange(min=1), default=None,
+              help="Stop starting new schemas after N failures.")
+@click.option("--dry-run", is_flag=True, help="Show the downgrade SQL; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+@pass_settings
+def rollback(settings: Settings, to: str | None, steps: int | None, schema: str | None,
+             tenants: tuple[str, ...], all_tenants: bool, max_failures: int | None,
+             dry_run: bool, as_json: bool, quiet: bool) -> None:
+    """Revert migrations (newest first) with their DOWNGRADE SQL: --to VERSION or --steps N,
+    for --schema public, --tenant SLUG or --all-tenants."""
+    chosen = [bool(schema), bool(tenants), all_tenants]
+    if sum(chosen) != 1:
+        fail("choose exactly one of --schema public, --tenant SLUG, --all-tenants", EXIT_USAGE)
+    if (to is None) == (steps is None):
+        fail("choose exactly one of --to VERSION and --steps N", EXIT_USAGE)
+    target: str | list[str] = "public" if schema else list(tenants) or "tenants"
+    if not as_json:
+        settings.print(f"⏪ Rolling back {target if isinstance(target, str) else ', '.join(target)}"
+                       + (" (dry run)" if dry_run else "") + "...")
+    report = _drive(settings, lambda e: e.rollback(target, to=to, steps=steps,
+                                                   max_failures=max_failures, dry_run=dry_run),
+                    dry_run=dry_run, quiet=quiet or as_json, reverting=True)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        settings.print(*closing_lines(report))
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--offline", is_flag=True, help="Check the files only; do not connect.")
+@pass_settings
+def validate(settings: Settings, offline: bool) -> None:
+    """Check the migration files, and (unless --offline) drift against every schema's ledger.
+    Exits 2 on invalid files, 1 on drift."""
+    migrations = _load(settings)
+    settings.print(f"✓ {len(migrations)} migration files are valid")
+    if offline:
+        return
+    problems = run(settings, lambda engine: engine.validate())
+    if problems:
+        settings.print(*(f"✗ {p}" for p in problems))
+        sys.exit(EXIT_FAILED)
+    settings.print("✓ no drift: every applied migration matches its file")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--scope", type=click.Choice([s.value for s in Scope]), required=True,
+              help="Where it applies.")
+@click.option("--description", help="MIGRATION_DESCRIPTION (default: from the name).")
+@pass_settings
+def new(settings: Settings, name: str, scope: str, description: str | None) -> None:
+    """Write the next-numbered migration file from the guide's template."""
+    path = _guarded(lambda: new_migration(settings.migrations, name, Scope(scope), description))
+    settings.print(f"📝 created {path}; fill in UPGRADE_SQL and DOWNGRADE_SQL")

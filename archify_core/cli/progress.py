@@ -16,9 +16,11 @@ class RolloutOutput:
     """An event handler that prints the guide's per-schema log as schemas finish,
     with a live progress bar when the output is a terminal (plain lines otherwise)."""
 
-    def __init__(self, out: Console, *, quiet: bool = False) -> None:
+    def __init__(self, out: Console, *, quiet: bool = False,
+                 sql: dict[str, str] | None = None) -> None:
         self.out = out
         self.quiet = quiet
+        self.sql = sql  # dry runs: version -> the SQL that would run
         self.err = Console(file=sys.stderr)
         self._progress: Progress | None = None
         self._task = None
@@ -36,7 +38,7 @@ class RolloutOutput:
             self._start(event)
         elif isinstance(event, SchemaFinished):
             if not self.quiet:
-                for line in schema_lines(event.result):
+                for line in schema_lines(event.result, self.sql):
                     self.out.print(line, highlight=False, markup=False)
             if self._progress is not None and self._task is not None:
                 self._progress.advance(self._task)

@@ -55,14 +55,18 @@ def rollout_title(target: str, dry_run: bool) -> str:
     return title.replace("Migrating", "Planning (dry run)") if dry_run else title
 
 
-def schema_lines(result: SchemaResult) -> list[str]:
-    """The lines one schema contributes to the migrate log (none when it was up to date)."""
+def schema_lines(result: SchemaResult, sql: dict[str, str] | None = None) -> list[str]:
+    """The lines one schema contributes to the migrate log (none when it was up to date).
+    A dry run's planned schema also shows the SQL of each step when `sql` is given."""
     if result.outcome is Outcome.UP_TO_DATE:
         return []
     lines = ["", f"  {result.schema}:"]
     lines += [f"    ✓ {m.version} ({m.duration_ms:.0f} ms)" for m in result.applied]
     if result.outcome is Outcome.PLANNED:
-        lines += [f"    → {v}" for v in result.pending]
+        for version in result.pending:
+            lines.append(f"    → {version}")
+            if sql is not None:
+                lines += [f"        {line}" for line in sql[version].strip().splitlines()]
     if result.outcome is Outcome.SKIPPED:
         lines += [f"    - skipped (--max-failures reached): {', '.join(result.pending)}"]
     if result.failure is not None:
@@ -73,11 +77,14 @@ def schema_lines(result: SchemaResult) -> list[str]:
 
 def closing_lines(report: RolloutReport) -> list[str]:
     s = report.summary()
-    counts = (f"{s['schemas']} schemas: {s['migrated']} migrated, {s['up_to_date']} up to date, "
+    changed = s["migrated"] + s["rolled_back"]
+    counts = (f"{s['schemas']} schemas: {changed} migrated, {s['up_to_date']} up to date, "
               f"{s['failed']} failed, {s['skipped']} skipped; {s['applied']} migrations applied "
               f"in {report.duration_s:.2f} s")
     if report.dry_run:
         return ["", f"📝 Dry run: {s['planned']} schemas would change; nothing was applied"]
+    if report.ok and report.target.startswith("rollback"):
+        return ["", f"✅ Rollback complete ({counts.replace('migrated', 'rolled back')})"]
     if report.ok:
         done = DONE.get(report.target, "Migration")
         return ["", f"✅ {done} complete ({counts})"]
