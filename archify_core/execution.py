@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 import asyncpg
@@ -22,7 +21,7 @@ from .migration import Migration
 from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
-from .sql import ALREADY_DONE, downgrade_script, upgrade_script
+from .steps import ExecutionOptions, Step
 
 log = logging.getLogger("archify")
 
@@ -37,17 +36,6 @@ CONNECTION_ERRORS = (
     ConnectionError,
     OSError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutionOptions:
-    """How migrations run. Times are seconds; None or 0 means no limit."""
-
-    lock_timeout: float | None = 5.0
-    statement_timeout: float | None = None
-    runner_wait: float | None = 120.0  # wait for another runner holding the schema's lock
-    retries: int = 3  # extra attempts after lock timeouts or lost connections
-    retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
 
 
 class _Retry(Exception):
@@ -76,9 +64,8 @@ async def apply_plan(
         ensure_ledger = state.ledger is not LedgerShape.CURRENT
         done = Outcome.MIGRATED if plan.direction is Direction.UP else Outcome.ROLLED_BACK
         for current in plan.pending:
-            script = step_script(plan, current, ensure_ledger, options)
-            applied = await _apply_with_retries(pool, state.schema, current, script,
-                                                options, emit)
+            step = Step(state.schema, current, plan.direction, ensure_ledger, options)
+            applied = await _apply_with_retries(pool, step, emit)
             ensure_ledger = False
             if applied is not None:
                 result.applied.append(applied)
@@ -97,30 +84,20 @@ async def apply_plan(
     return result
 
 
-def step_script(
-    plan: SchemaPlan, migration: Migration, ensure_ledger: bool, options: ExecutionOptions
-) -> str:
-    """The one-round-trip SQL that applies (or reverts) `migration` in the plan's schema."""
-    timeouts = {"lock_timeout": options.lock_timeout, "runner_wait": options.runner_wait,
-                "statement_timeout": options.statement_timeout}
-    if plan.direction is Direction.DOWN:
-        return downgrade_script(plan.schema, migration, **timeouts)
-    return upgrade_script(plan.schema, migration, ensure_ledger=ensure_ledger, **timeouts)
-
-
 async def _apply_with_retries(
-    pool: asyncpg.Pool, schema: str, migration: Migration, script: str,
-    options: ExecutionOptions, emit: Callable[[Event], None],
+    pool: asyncpg.Pool, step: Step, emit: Callable[[Event], None]
 ) -> AppliedMigration | None:
     """Run one step; None if another runner already did it."""
+    options = step.options
     delay = options.retry_backoff
     for attempt in range(1, options.retries + 2):
         try:
-            return await _apply_once(pool, migration, script)
+            return await _apply_once(pool, step)
         except _Retry as retry:
             if attempt > options.retries:
                 raise _GaveUp(retry.reason, attempt, retry.__cause__) from retry.__cause__
-            emit(MigrationRetrying(schema, migration.version, attempt, delay, retry.reason))
+            emit(MigrationRetrying(step.schema, step.migration.version, attempt, delay,
+                                   retry.reason))
             await anyio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -133,24 +110,21 @@ class _GaveUp(Exception):
         self.cause = cause
 
 
-async def _apply_once(
-    pool: asyncpg.Pool, migration: Migration, script: str
-) -> AppliedMigration | None:
+async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None:
     started = time.perf_counter()
     try:
         async with pool.acquire() as conn:
             try:
-                await conn.execute(script)
+                if not await step.run(conn):
+                    return None
             except asyncpg.PostgresError as exc:
                 await _rollback(conn)
-                if exc.sqlstate == ALREADY_DONE:
-                    return None
                 if exc.sqlstate in RETRYABLE_SQLSTATES:
                     raise _Retry(_describe(exc)) from exc
                 raise
     except CONNECTION_ERRORS as exc:
         raise _Retry(f"connection lost: {_describe(exc)}") from exc
-    return AppliedMigration(migration.version, (time.perf_counter() - started) * 1000)
+    return AppliedMigration(step.migration.version, (time.perf_counter() - started) * 1000)
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:
@@ -158,7 +132,7 @@ async def _rollback(conn: asyncpg.Connection) -> None:
     has rolled back already, and the error that brought us here is what gets reported
     (not asyncpg's complaint about a detached connection)."""
     try:
-        if not conn.is_closed():
+        if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     except CONNECTION_ERRORS:
         pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Callable
@@ -16,12 +17,13 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ConfigurationError, MigrationDefect, MigrationSetError
-from .migration import Migration, MigrationSet, Scope
+from .migration import Migration, MigrationSet, Scope, sql_checksum
 
 FILE_NAME = re.compile(r"^(?P<number>\d+)_(?P<name>[a-z0-9_]+)\.py$")
 METADATA_LINE = re.compile(r"^\s*#\s*(?P<key>MIGRATION_[A-Z_]+)\s*:\s*(?P<value>.*?)\s*$")
 REQUIRED_KEYS = ("MIGRATION_SCOPE", "MIGRATION_VERSION", "MIGRATION_DESCRIPTION")
-KNOWN_KEYS = frozenset(REQUIRED_KEYS)
+KNOWN_KEYS = frozenset((*REQUIRED_KEYS, "MIGRATION_TRANSACTION"))
+BOOLEANS = {"true": True, "yes": True, "false": False, "no": False}
 
 
 class _Defective(Exception):
@@ -74,10 +76,20 @@ def load_migration_file(path: Path) -> Migration:
     problems = _metadata_problems(path, metadata)
     try:
         module = _import(path)
-        upgrade_sql = _sql_from(module, "upgrade", "UPGRADE_SQL", required=True)
-        downgrade_sql = _sql_from(module, "downgrade", "DOWNGRADE_SQL", required=False)
+        upgrade_py = _python_step(module, "upgrade")
+        downgrade_py = _python_step(module, "downgrade")
+        upgrade_sql = "" if upgrade_py else _sql_from(module, "upgrade", "UPGRADE_SQL",
+                                                      required=True)
+        downgrade_sql = None if downgrade_py else _sql_from(module, "downgrade",
+                                                            "DOWNGRADE_SQL", required=False)
     except _Defective as bad:
         problems.extend(bad.problems)
+    transactional = BOOLEANS.get(metadata.get("MIGRATION_TRANSACTION", "true").lower())
+    if transactional is None:
+        problems.append("MIGRATION_TRANSACTION must be true or false")
+    elif not transactional and (upgrade_py or downgrade_py):
+        problems.append("a Python migration always runs in a transaction; "
+                        "remove MIGRATION_TRANSACTION: false")
     if problems:
         raise _Defective(*problems)
     return Migration(
@@ -87,7 +99,23 @@ def load_migration_file(path: Path) -> Migration:
         path=path,
         upgrade_sql=upgrade_sql,
         downgrade_sql=downgrade_sql,
+        # a Python migration's checksum covers its whole file
+        checksum=sql_checksum(source) if upgrade_py else "",
+        transactional=bool(transactional),
+        upgrade_py=upgrade_py,
+        downgrade_py=downgrade_py,
     )
+
+
+def _python_step(module: ModuleType, name: str) -> Any:
+    """`async def upgrade(conn)`: a step that gets an asyncpg connection, or None for
+    the guide's SQL-returning functions."""
+    func = getattr(module, name, None)
+    if not inspect.iscoroutinefunction(func):
+        return None
+    if len(inspect.signature(func).parameters) != 1:
+        raise _Defective(f"async def {name}() must take exactly one argument: the connection")
+    return func
 
 
 def _read_source(path: Path) -> str:

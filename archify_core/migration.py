@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
+
+# An `async def upgrade(conn)` / `downgrade(conn)` step, given an asyncpg connection.
+PythonStep = Callable[[Any], Awaitable[object]]
 
 
 class Scope(StrEnum):
@@ -31,13 +35,24 @@ class Migration:
     scope: Scope
     description: str
     path: Path
-    upgrade_sql: str
+    upgrade_sql: str  # empty for a Python migration
     downgrade_sql: str | None = None
     checksum: str = field(default="", compare=False)
+    # False: run outside a transaction (e.g. CREATE INDEX CONCURRENTLY)
+    transactional: bool = True
+    upgrade_py: PythonStep | None = field(default=None, compare=False, repr=False)
+    downgrade_py: PythonStep | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.checksum:
             object.__setattr__(self, "checksum", sql_checksum(self.upgrade_sql))
+
+    @property
+    def is_python(self) -> bool:
+        return self.upgrade_py is not None
+
+    def can_downgrade(self) -> bool:
+        return bool(self.downgrade_sql) or self.downgrade_py is not None
 
     def applies_to(self, kind: Scope) -> bool:
         """Whether this migration runs in a schema of `kind` (public or tenant)."""

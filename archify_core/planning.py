@@ -153,7 +153,7 @@ def _rollback_blocked(
     if missing:
         return (f"cannot roll back {', '.join(missing)}: no migration file has this version; "
                 "restore the file (with its downgrade SQL) first")
-    no_downgrade = [m.version for m in reverting if not m.downgrade_sql]
+    no_downgrade = [m.version for m in reverting if not m.can_downgrade()]
     if no_downgrade:
         return (f"{', '.join(no_downgrade)} has no downgrade SQL; nothing was rolled back in "
                 f"{state.schema}. Add DOWNGRADE_SQL (or downgrade()) to the file")

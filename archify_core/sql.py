@@ -6,6 +6,9 @@ interpolated except through quote_ident / quote_literal.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from .migration import Migration
 
 # First half of the two-int advisory lock key; "ARCH" in ASCII. The second half
@@ -92,16 +95,12 @@ def upgrade_script(
     The guard makes a runner that lost the race for this schema stop with
     SQLSTATE AF001 instead of applying the migration a second time.
     """
-    ledger = ledger_name(schema)
-    version = quote_literal(migration.version)
     return _step_script(
         schema,
         (create_ledger_sql(schema) if ensure_ledger else "")
-        + _guard(ledger, version, applied=True)
+        + guard_sql(schema, migration.version, applied=True)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
-        f"INSERT INTO {ledger} (version, checksum, duration_ms) VALUES ({version}, "
-        f"{quote_literal(migration.checksum)}, "
-        "(EXTRACT(EPOCH FROM clock_timestamp() - transaction_timestamp()) * 1000)::int);\n",
+        + record_sql(schema, migration),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
     )
 
@@ -117,15 +116,27 @@ def downgrade_script(
     """One round trip that reverts one migration and deletes its ledger row, atomically."""
     if not migration.downgrade_sql:
         raise ValueError(f"{migration.version} has no downgrade SQL")
-    ledger = ledger_name(schema)
-    version = quote_literal(migration.version)
     return _step_script(
         schema,
-        _guard(ledger, version, applied=False)
+        guard_sql(schema, migration.version, applied=False)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
-        f"DELETE FROM {ledger} WHERE version = {version};\n",
+        + unrecord_sql(schema, migration),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
     )
+
+
+def record_sql(schema: str, migration: Migration) -> str:
+    """The ledger row of an applied migration; its duration is the transaction's so far."""
+    return (
+        f"INSERT INTO {ledger_name(schema)} (version, checksum, duration_ms) VALUES "
+        f"({quote_literal(migration.version)}, {quote_literal(migration.checksum)}, "
+        "(EXTRACT(EPOCH FROM clock_timestamp() - transaction_timestamp()) * 1000)::int);\n"
+    )
+
+
+def unrecord_sql(schema: str, migration: Migration) -> str:
+    return (f"DELETE FROM {ledger_name(schema)} "
+            f"WHERE version = {quote_literal(migration.version)};\n")
 
 
 def _step_script(
@@ -141,34 +152,43 @@ def _step_script(
     )
 
 
-def _guard(ledger: str, version: str, *, applied: bool) -> str:
+def guard_sql(schema: str, version: str, *, applied: bool) -> str:
     """Stop with AF001 if another runner already did this step (applied, or reverted)."""
     condition = "EXISTS" if applied else "NOT EXISTS"
     state = "already applied" if applied else "not applied"
+    literal = quote_literal(version)
     return (
         "DO $archify_guard$ BEGIN\n"
-        f"  IF {condition} (SELECT 1 FROM {ledger} WHERE version = {version}) THEN\n"
-        f"    RAISE EXCEPTION 'migration % is {state}', {version}\n"
+        f"  IF {condition} (SELECT 1 FROM {ledger_name(schema)} WHERE version = {literal}) THEN\n"
+        f"    RAISE EXCEPTION 'migration % is {state}', {literal}\n"
         f"      USING ERRCODE = '{ALREADY_DONE}';\n"
         "  END IF;\n"
         "END $archify_guard$;\n"
     )
 
 
-def creation_script(
+@dataclass(frozen=True, slots=True)
+class CreationChunk:
+    """Part of a new tenant's creation, run inside one transaction: a SQL string (with
+    (start, end, version) spans to trace a server error's position back to its
+    migration), or a Python migration to call, whose ledger row the next chunk writes."""
+
+    sql: str = ""
+    spans: tuple[tuple[int, int, str], ...] = ()
+    python: Migration | None = None
+
+
+def creation_chunks(
     schema: str,
     migrations: tuple[Migration, ...],
     *,
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
-) -> tuple[str, list[tuple[int, int, str]]]:
-    """The SQL that creates a tenant schema, its ledger and every migration's objects,
-    to run inside the caller's transaction in one round trip.
-
-    Also returns (start, end, version) character spans, so a server error's
-    position can be traced back to the migration that caused it.
-    """
+) -> list[CreationChunk]:
+    """What creates a tenant schema, its ledger and every migration's objects: one SQL
+    round trip when every migration is SQL, split around Python migrations."""
+    chunks: list[CreationChunk] = []
     parts = [
         transaction_prelude(schema, lock_timeout=lock_timeout,
                             statement_timeout=statement_timeout, runner_wait=runner_wait),
@@ -176,18 +196,72 @@ def creation_script(
         create_ledger_sql(schema),
     ]
     spans: list[tuple[int, int, str]] = []
-    offset = sum(len(p) for p in parts)
     for m in migrations:
-        body = f"{m.upgrade_sql.rstrip()}\n;\n"
-        spans.append((offset, offset + len(body), m.version))
-        record = (
+        if m.is_python:
+            chunks.append(CreationChunk("".join(parts), tuple(spans)))
+            chunks.append(CreationChunk(python=m))
+            parts, spans = [], []
+        else:
+            offset = sum(len(p) for p in parts)
+            # a new tenant's tables are empty and unseen: CONCURRENTLY buys nothing here
+            body = f"{without_concurrently(m.upgrade_sql).rstrip()}\n;\n"
+            spans.append((offset, offset + len(body), m.version))
+            parts.append(body)
+        parts.append(
             f"INSERT INTO {ledger_name(schema)} (version, checksum) VALUES "
             f"({quote_literal(m.version)}, {quote_literal(m.checksum)});\n"
         )
-        parts += [body, record]
-        offset += len(body) + len(record)
-    return "".join(parts), spans
+    chunks.append(CreationChunk("".join(parts), tuple(spans)))
+    return chunks
 
 
 def drop_schema_sql(schema: str) -> str:
     return f"DROP SCHEMA {quote_ident(schema)} CASCADE"
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split SQL into statements at top-level semicolons, respecting quotes, dollar
+    quotes and comments. Used only for migrations that run outside a transaction,
+    where each statement must be sent on its own."""
+    statements: list[str] = []
+    start = i = 0
+    n = len(sql)
+    while i < n:
+        c = sql[i]
+        if c in ("'", '"'):
+            i = sql.find(c, i + 1)
+            while i != -1 and i + 1 < n and sql[i + 1] == c:  # doubled quote
+                i = sql.find(c, i + 2)
+            i = n if i == -1 else i + 1
+        elif sql.startswith("--", i):
+            i = n if (j := sql.find("\n", i)) == -1 else j + 1
+        elif sql.startswith("/*", i):
+            i = n if (j := sql.find("*/", i + 2)) == -1 else j + 2
+        elif c == "$" and (tag := _DOLLAR_TAG.match(sql, i)):
+            end = sql.find(tag.group(0), tag.end())
+            i = n if end == -1 else end + len(tag.group(0))
+        elif c == ";":
+            statements.append(sql[start:i])
+            i = start = i + 1
+        else:
+            i += 1
+    statements.append(sql[start:])
+    return [s.strip() for s in statements if _is_code(s)]
+
+
+def _is_code(statement: str) -> bool:
+    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S)
+    return bool(without_comments.strip())
+
+
+_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+_CONCURRENTLY = re.compile(
+    r"\b((?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+\w+)\s+)CONCURRENTLY\s+",
+    re.IGNORECASE,
+)
+
+
+def without_concurrently(sql: str) -> str:
+    """The same SQL able to run inside a transaction: for a brand-new tenant, whose tables
+    nobody else uses yet, building an index concurrently buys nothing."""
+    return _CONCURRENTLY.sub(r"\1", sql)

@@ -21,7 +21,7 @@ from .errors import (
 from .execution import ExecutionOptions
 from .migration import MigrationSet, Scope
 from .plugins import call_hook
-from .sql import creation_script, drop_schema_sql, transaction_prelude
+from .sql import CreationChunk, creation_chunks, drop_schema_sql, transaction_prelude
 from .tenants import schema_for
 
 
@@ -41,22 +41,16 @@ async def create_tenant(
     if not await ledger.registry_exists(conn):
         raise RegistryMissingError()
     to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
-    script, spans = creation_script(
+    chunks = creation_chunks(
         schema, to_apply, lock_timeout=options.lock_timeout,
         statement_timeout=options.statement_timeout, runner_wait=options.runner_wait,
     )
     step = "creating the schema"
     try:
         async with conn.transaction():
-            try:
-                await conn.execute(script)
-            except asyncpg.DuplicateSchemaError:
-                raise TenantExistsError(
-                    f"tenant {slug!r} already exists: schema {schema} is there"
-                ) from None
-            except asyncpg.PostgresError as exc:
-                step = _failing_step(exc, spans)
-                raise
+            for chunk in chunks:
+                step = f"migration {chunk.python.version}" if chunk.python else "the SQL"
+                await _run_chunk(conn, chunk, slug, schema)
             if migrate:
                 step = "the archify_seed_admin hook"
                 await call_hook(pm, "archify_seed_admin", conn=conn, slug=slug, schema=schema,
@@ -69,11 +63,27 @@ async def create_tenant(
                 f"tenant {slug!r} is already registered in public.tenants"
             ) from None
         raise TenantCreationError(slug, step, exc) from exc
-    except TenantExistsError:
+    except (TenantExistsError, TenantCreationError):
         raise
     except Exception as exc:
         raise TenantCreationError(slug, step, exc) from exc
     return ledger.Tenant(slug, schema, name)
+
+
+async def _run_chunk(conn: asyncpg.Connection, chunk: CreationChunk, slug: str,
+                     schema: str) -> None:
+    """Run one part of the creation, naming the failing migration when it fails."""
+    if chunk.python is not None:
+        assert chunk.python.upgrade_py is not None
+        await chunk.python.upgrade_py(conn)
+        return
+    try:
+        await conn.execute(chunk.sql)
+    except asyncpg.DuplicateSchemaError:
+        raise TenantExistsError(
+            f"tenant {slug!r} already exists: schema {schema} is there") from None
+    except asyncpg.PostgresError as exc:
+        raise TenantCreationError(slug, _failing_step(exc, list(chunk.spans)), exc) from exc
 
 
 async def _register(conn: asyncpg.Connection, slug: str, name: str, schema: str) -> None:

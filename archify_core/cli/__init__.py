@@ -27,7 +27,7 @@ from ..migration import MigrationSet, Scope
 from ..plugins import load_plugin_reference
 from ..report import RolloutReport
 from ..scaffold import new_migration
-from ..sql import creation_script, drop_schema_sql
+from ..sql import creation_chunks, drop_schema_sql
 from ..tenants import schema_for
 from .progress import RolloutOutput
 from .render import closing_lines, rollout_title, status_lines
@@ -230,11 +230,14 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
     """Create a tenant: schema, every tenant migration, seed, registry row — all or nothing."""
     if dry_run:
         migrations = _load(settings).for_kind(Scope.TENANT) if not no_migrate else ()
-        script, _ = _guarded(lambda: creation_script(
+        chunks = _guarded(lambda: creation_chunks(
             schema_for(slug), migrations, lock_timeout=settings.lock_timeout,
             statement_timeout=settings.statement_timeout, runner_wait=None))
         settings.print(f"-- dry run: create tenant {slug} (one transaction; "
-                       "then the seed_admin hook and the public.tenants row)", script)
+                       "then the seed_admin hook and the public.tenants row)")
+        settings.print(*(c.sql if c.python is None else
+                         f"-- Python migration {c.python.version}: await upgrade(conn)"
+                         for c in chunks))
         return
 
     async def work(engine: Engine) -> str:

@@ -1,0 +1,145 @@
+"""The three ways one migration step runs in one schema.
+
+- SQL (the usual case): one round trip carrying BEGIN, the schema's advisory
+  lock, SET LOCAL scope and timeouts, the already-done guard, the SQL, the
+  ledger row and COMMIT.
+- Python (`async def upgrade(conn)`): the same transaction, driven from the
+  client, with the migration's function called in the middle.
+- Outside a transaction (`# MIGRATION_TRANSACTION: false`, for statements such
+  as CREATE INDEX CONCURRENTLY): a session advisory lock, each statement on
+  its own, then the ledger row. A failure part-way leaves the statements
+  before it in place (see docs/writing-migrations.md).
+
+Each returns True when it did the step, False when another runner had already
+done it, and raises the server's error otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from .migration import Migration
+from .planning import Direction
+from .sql import (
+    ADVISORY_LOCK_CLASS,
+    ALREADY_DONE,
+    create_ledger_sql,
+    downgrade_script,
+    guard_sql,
+    ledger_name,
+    millis,
+    quote_ident,
+    quote_literal,
+    record_sql,
+    split_statements,
+    transaction_prelude,
+    unrecord_sql,
+    upgrade_script,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOptions:
+    """How migrations run. Times are seconds; None or 0 means no limit."""
+
+    lock_timeout: float | None = 5.0
+    statement_timeout: float | None = None
+    runner_wait: float | None = 120.0  # wait for another runner holding the schema's lock
+    retries: int = 3  # extra attempts after lock timeouts or lost connections
+    retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
+
+    @property
+    def timeouts(self) -> dict[str, float | None]:
+        return {"lock_timeout": self.lock_timeout, "statement_timeout": self.statement_timeout,
+                "runner_wait": self.runner_wait}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Apply (UP) or revert (DOWN) one migration in one schema."""
+
+    schema: str
+    migration: Migration
+    direction: Direction
+    ensure_ledger: bool
+    options: ExecutionOptions
+
+    @property
+    def up(self) -> bool:
+        return self.direction is Direction.UP
+
+    async def run(self, conn: asyncpg.Connection) -> bool:
+        if self.migration.is_python:
+            return await self._python(conn)
+        if not self.migration.transactional:
+            return await self._outside_transaction(conn)
+        return await self._script(conn)
+
+    def script(self) -> str:
+        if self.up:
+            return upgrade_script(self.schema, self.migration, ensure_ledger=self.ensure_ledger,
+                                  **self.options.timeouts)
+        return downgrade_script(self.schema, self.migration, **self.options.timeouts)
+
+    async def _script(self, conn: asyncpg.Connection) -> bool:
+        try:
+            await conn.execute(self.script())
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != ALREADY_DONE:
+                raise
+            await conn.execute("ROLLBACK")
+            return False
+        return True
+
+    async def _python(self, conn: asyncpg.Connection) -> bool:
+        step = self.migration.upgrade_py if self.up else self.migration.downgrade_py
+        assert step is not None
+        try:
+            async with conn.transaction():
+                await conn.execute(self._opening())
+                await step(conn)
+                await conn.execute(self._closing() + "RESET ALL;")
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != ALREADY_DONE:
+                raise
+            return False
+        return True
+
+    async def _outside_transaction(self, conn: asyncpg.Connection) -> bool:
+        sql = self.migration.upgrade_sql if self.up else self.migration.downgrade_sql
+        assert sql is not None
+        key = f"{ADVISORY_LOCK_CLASS}, hashtext({quote_literal(self.schema)})"
+        await conn.execute(f"SET lock_timeout = {millis(self.options.runner_wait)}; "
+                           f"SELECT pg_advisory_lock({key})")
+        try:
+            if self.ensure_ledger:
+                await conn.execute(create_ledger_sql(self.schema))
+            applied = await conn.fetchval(
+                f"SELECT count(*) FROM {ledger_name(self.schema)} WHERE version = $1",
+                self.migration.version)
+            if bool(applied) == self.up:
+                return False
+            await conn.execute(
+                f"SET search_path TO {quote_ident(self.schema)}; "
+                f"SET lock_timeout = {millis(self.options.lock_timeout)}; "
+                f"SET statement_timeout = {millis(self.options.statement_timeout)}")
+            for statement in split_statements(sql):
+                await conn.execute(statement)
+            await conn.execute(self._closing())
+            return True
+        finally:
+            if not conn.is_closed():
+                await conn.execute(f"RESET ALL; SELECT pg_advisory_unlock({key})")
+
+    def _opening(self) -> str:
+        """Lock, scope and guard: the start of a client-driven transaction."""
+        return (transaction_prelude(self.schema, **self.options.timeouts)
+                + (create_ledger_sql(self.schema) if self.ensure_ledger and self.up else "")
+                + guard_sql(self.schema, self.migration.version, applied=self.up))
+
+    def _closing(self) -> str:
+        if self.up:
+            return record_sql(self.schema, self.migration)
+        return unrecord_sql(self.schema, self.migration)
