@@ -29,6 +29,7 @@ from .tenants import validate_slug
 log = logging.getLogger("archify")
 
 Target = str | Sequence[str]
+Queryable = asyncpg.Connection | asyncpg.Pool  # both have fetch/fetchval/fetchrow
 DEFAULT_CONCURRENCY = 8
 
 
@@ -127,8 +128,9 @@ class Engine:
             " - current_setting('superuser_reserved_connections')::int"
             " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
         )
-        # one pool connection is already open; keep one slot for the fleet reads
-        limit = max(1, min(self.pool_size - 1, free)) if self.pool_size > 1 else 1
+        # one pool connection is already open; keep one for the fleet reads when the pool
+        # allows (with a pool of 1, reads and the one worker take turns)
+        limit = max(1, min(self.pool_size - 1, free))
         if limit < self.concurrency:
             self._emit(Notice(
                 f"running {limit} schemas at a time instead of {self.concurrency}: the pool "
@@ -170,19 +172,21 @@ class Engine:
         label = target if isinstance(target, str) else ",".join(slugs or ())
         report = RolloutReport(target=label, dry_run=dry_run)
         started = time.perf_counter()
-        async with self.pool.acquire() as conn:
-            tenant_states: list[SchemaState] = []
-            if slugs is not None or target in ("tenants", "all"):
-                tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
-            public = await ledger.read_public_state(conn) if include_public else None
-            await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
-            if public is not None:
-                await self._run([self._plan(public)], report, max_failures, dry_run)
-                if not tenant_states and target == "all" and not dry_run:
-                    tenant_states = await self._tenant_states(conn, None, required=False)
-            if tenant_states and not report.stopped_early:
-                await self._run(self._tenant_plans(conn, tenant_states, self._plan), report,
-                                max_failures, dry_run)
+        # Reads go through the pool one query at a time, never holding a connection
+        # while workers wait for one: a pool of any size cannot deadlock.
+        conn = self.pool
+        tenant_states: list[SchemaState] = []
+        if slugs is not None or target in ("tenants", "all"):
+            tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
+        public = await ledger.read_public_state(conn) if include_public else None
+        await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
+        if public is not None:
+            await self._run([self._plan(public)], report, max_failures, dry_run)
+            if not tenant_states and target == "all" and not dry_run:
+                tenant_states = await self._tenant_states(conn, None, required=False)
+        if tenant_states and not report.stopped_early:
+            await self._run(self._tenant_plans(conn, tenant_states, self._plan), report,
+                            max_failures, dry_run)
         return await self._finished(report, started)
 
     async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
@@ -197,7 +201,7 @@ class Engine:
         return report
 
     async def _tenant_states(
-        self, conn: asyncpg.Connection, slugs: list[str] | None, *, required: bool
+        self, conn: Queryable, slugs: list[str] | None, *, required: bool
     ) -> list[SchemaState]:
         if not required and not await ledger.registry_exists(conn):
             return []
@@ -215,7 +219,7 @@ class Engine:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
 
     async def _tenant_plans(
-        self, conn: asyncpg.Connection, states: list[SchemaState],
+        self, conn: Queryable, states: list[SchemaState],
         plan: Callable[[SchemaState], SchemaPlan],
     ) -> AsyncIterator[SchemaPlan]:
         async for batch in ledger.iter_tenant_states(conn, states):
@@ -268,16 +272,16 @@ class Engine:
         def plan(state: SchemaState) -> SchemaPlan:
             return plan_rollback(self.migrations, state, to=to, steps=steps)
 
-        async with self.pool.acquire() as conn:
-            if include_public:
-                public = await ledger.read_public_state(conn)
-                await self._started(label, 1, dry_run)
-                await self._run([plan(public)], report, max_failures, dry_run)
-            else:
-                states = await self._tenant_states(conn, slugs, required=True)
-                await self._started(label, len(states), dry_run)
-                await self._run(self._tenant_plans(conn, states, plan), report,
-                                max_failures, dry_run)
+        conn = self.pool
+        if include_public:
+            public = await ledger.read_public_state(conn)
+            await self._started(label, 1, dry_run)
+            await self._run([plan(public)], report, max_failures, dry_run)
+        else:
+            states = await self._tenant_states(conn, slugs, required=True)
+            await self._started(label, len(states), dry_run)
+            await self._run(self._tenant_plans(conn, states, plan), report,
+                            max_failures, dry_run)
         return await self._finished(report, started)
 
     # -- tenants -----------------------------------------------------------------

@@ -122,6 +122,8 @@ async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None
                 if exc.sqlstate in RETRYABLE_SQLSTATES:
                     raise _Retry(_describe(exc)) from exc
                 raise
+    except asyncpg.TooManyConnectionsError as exc:  # another client took the slots meanwhile
+        raise _Retry(f"no free connection slot: {_describe(exc)}") from exc
     except CONNECTION_ERRORS as exc:
         raise _Retry(f"connection lost: {_describe(exc)}") from exc
     return AppliedMigration(step.migration.version, (time.perf_counter() - started) * 1000)

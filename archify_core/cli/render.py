@@ -85,6 +85,9 @@ def closing_lines(report: RolloutReport) -> list[str]:
         return ["", f"📝 Dry run: {s['planned']} schemas would change; nothing was applied"]
     if report.ok and report.target.startswith("rollback"):
         return ["", f"✅ Rollback complete ({counts.replace('migrated', 'rolled back')})"]
+    if report.ok and s["applied"] == 0 and not s["skipped"]:
+        return ["", f"✅ Everything is up to date ({s['schemas']} schemas checked in "
+                    f"{report.duration_s:.2f} s)"]
     if report.ok:
         done = DONE.get(report.target, "Migration")
         return ["", f"✅ {done} complete ({counts})"]
