@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.fleet import add_migration, column_exists, fetchval, ledger_versions
 
@@ -101,7 +106,18 @@ def test_bad_input_exits_2_without_a_traceback(dsn: str, migrations_dir: Path) -
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-def test_embedded_server_when_no_dsn_is_given(tmp_path: Path, migrations_dir: Path) -> None:
+@pytest.fixture
+def project_dir() -> Iterator[Path]:
+    """A project folder the embedded server's OS user can traverse. Not under pytest's
+    tmp_path: pytest keeps its base folder private (0700), resetting it at every session."""
+    path = Path(tempfile.mkdtemp(prefix="archify-project-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_embedded_server_when_no_dsn_is_given(project_dir: Path, migrations_dir: Path) -> None:
+    tmp_path = project_dir
     first = archify("all", migrations=migrations_dir, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert (tmp_path / ".archify" / "pg18" / "PG_VERSION").exists()
