@@ -62,6 +62,7 @@ class Engine:
         allow_out_of_order: bool = False,
         plugins: Iterable[object] = (),
         load_entry_points: bool = True,
+        blocked_plugins: Iterable[str] = (),
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if concurrency < 1:
@@ -79,7 +80,7 @@ class Engine:
         )
         self.allow_out_of_order = allow_out_of_order
         self.pm: pluggy.PluginManager = make_plugin_manager(
-            plugins, load_entry_points=load_entry_points
+            plugins, load_entry_points=load_entry_points, blocked=blocked_plugins
         )
         self._handlers: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._pool: asyncpg.Pool | None = None
@@ -297,16 +298,20 @@ class Engine:
         are created (to register a tenant whose migrations a rollout will apply).
         """
         async with self.pool.acquire() as conn:
-            return await create_tenant(
+            tenant = await create_tenant(
                 conn, self.migrations, self.pm, slug, name, admin_email=admin_email,
                 migrate=migrate, options=self.options,
             )
-
+        await call_hook_quietly(self.pm, "archify_tenant_created", tenant=tenant,
+                                admin_email=admin_email)
+        return tenant
 
     async def drop_tenant(self, slug: str) -> ledger.Tenant:
         """Drop tenant `slug`: its schema with all its data, and its registry row."""
         async with self.pool.acquire() as conn:
-            return await drop_tenant(conn, slug, options=self.options)
+            tenant = await drop_tenant(conn, slug, options=self.options)
+        await call_hook_quietly(self.pm, "archify_tenant_dropped", tenant=tenant)
+        return tenant
 
     async def validate(self) -> list[str]:
         """Drift between the files and every schema's ledger, one line per problem

@@ -71,13 +71,18 @@ async def apply_plan(
                 result.applied.append(applied)
                 result.outcome = done
                 emit(MigrationApplied(state.schema, applied))
+                await call_hook_quietly(
+                    pm, "archify_after_migration", schema=state.schema, slug=state.slug,
+                    applied=applied, direction=plan.direction.value,
+                )
         current = None
     except Exception as exc:  # recorded in the result and reported; the fleet goes on
         result.outcome = Outcome.FAILED
         result.failure = failure_from(exc, current)
         await call_hook_quietly(
             pm, "archify_on_failure", schema=state.schema, slug=state.slug,
-            version=current.version if current else None, error=exc, failure=result.failure,
+            version=current.version if current else None, error=_original(exc),
+            failure=result.failure,
         )
     result.duration_ms = (time.perf_counter() - started) * 1000
     await call_hook_quietly(pm, "archify_after_schema", result=result)
@@ -108,6 +113,11 @@ class _GaveUp(Exception):
         super().__init__(f"{reason}; gave up after {attempts} attempts")
         self.attempts = attempts
         self.cause = cause
+
+
+def _original(exc: BaseException) -> BaseException:
+    """What plugins see: the server's error (LockNotAvailableError...), not our retry wrapper."""
+    return exc.cause if isinstance(exc, _GaveUp) and exc.cause is not None else exc
 
 
 async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None:

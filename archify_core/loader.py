@@ -179,7 +179,8 @@ def _import(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the file's own code failed: report it, never crash
+    except (Exception, SystemExit) as exc:  # the file's own code failed: report it, never
+        # crash (a stray sys.exit() in a migration file must not end the runner silently)
         raise _Defective(f"failed to import: {type(exc).__name__}: {exc}") from None
     finally:
         sys.modules.pop(module_name, None)
@@ -191,7 +192,7 @@ def _sql_from(module: ModuleType, func_name: str, const_name: str, *, required: 
     if callable(func):
         try:
             sql = func()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise _Defective(f"{func_name}() raised {type(exc).__name__}: {exc}") from None
         source = f"{func_name}()"
     else:

@@ -48,6 +48,7 @@ class Settings:
     retries: int
     plugins: tuple[str, ...]
     allow_out_of_order: bool
+    blocked_plugins: tuple[str, ...] = ()
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
 
     def engine(self, dsn: str, output: RolloutOutput | None = None) -> Engine:
@@ -55,7 +56,8 @@ class Settings:
             dsn, self.migrations, concurrency=self.concurrency, lock_timeout=self.lock_timeout,
             statement_timeout=self.statement_timeout, retries=self.retries,
             allow_out_of_order=self.allow_out_of_order,
-            plugins=[load_plugin_reference(p) for p in self.plugins], on_event=output,
+            plugins=[load_plugin_reference(p) for p in self.plugins],
+            blocked_plugins=self.blocked_plugins, on_event=output,
         )
 
     def print(self, *lines: str) -> None:
@@ -123,15 +125,19 @@ def fail(message: str, code: int) -> NoReturn:
               help="Extra attempts after a lock timeout or a lost connection.")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE[:OBJECT]",
               help="Register a pluggy plugin (repeatable).")
+@click.option("--block-plugin", "blocked_plugins", multiple=True, metavar="NAME",
+              help="Do not load this plugin, e.g. archify.defaults or an entry point's name "
+                   "(repeatable).")
 @click.option("--allow-out-of-order", is_flag=True,
               help="Apply a migration older than one already applied.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, migrations: Path, concurrency: int,
         lock_timeout: float, statement_timeout: float | None, retries: int,
-        plugins: tuple[str, ...], allow_out_of_order: bool) -> None:
+        plugins: tuple[str, ...], blocked_plugins: tuple[str, ...],
+        allow_out_of_order: bool) -> None:
     """Apply versioned SQL migrations to public and every tenant schema."""
     ctx.obj = Settings(dsn, migrations, concurrency, lock_timeout, statement_timeout, retries,
-                       plugins, allow_out_of_order)
+                       plugins, allow_out_of_order, blocked_plugins)
 
 
 pass_settings = click.make_pass_decorator(Settings)
