@@ -91,3 +91,16 @@ async def test_register_only_then_rollout(dsn: str, migrations_dir: Path) -> Non
         assert await ledger_versions(dsn, "tenant_later") == []
         report = await engine.migrate(["later"])
     assert [m.version for m in report.schemas[0].applied] == TENANT_VERSIONS
+
+
+async def test_failure_at_the_registry_step_leaves_no_schema(dsn: str, migrations_dir: Path) -> None:
+    """The last step fails (a stale registry row holds the slug): the schema, its ledger and
+    every migrated table made before it are rolled back too."""
+    async with Engine(dsn, migrations_dir) as engine:
+        await engine.migrate("public")
+        await fetchval(dsn, "INSERT INTO public.tenants (slug, name, schema_name) "
+                            "VALUES ('acme', 'stale', 'tenant_acme')")
+        with pytest.raises(TenantExistsError, match="already registered"):
+            await engine.create_tenant("acme")
+    assert await fetchval(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme'") == 0
+    assert await fetchval(dsn, "SELECT name FROM public.tenants WHERE slug = 'acme'") == "stale"
