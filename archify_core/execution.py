@@ -110,7 +110,8 @@ async def _apply_with_retries(
 
 class _GaveUp(Exception):
     def __init__(self, reason: str, attempts: int, cause: BaseException | None) -> None:
-        super().__init__(f"{reason}; gave up after {attempts} attempts")
+        tries = f"{attempts} attempts" if attempts > 1 else "1 attempt (retries are off)"
+        super().__init__(f"{reason}; gave up after {tries}")
         self.attempts = attempts
         self.cause = cause
 

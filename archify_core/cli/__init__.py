@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import anyio
+import asyncpg
 import click
 from rich.console import Console
 
@@ -82,6 +83,9 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
         fail(str(exc), EXIT_FAILED)
     except ArchifyError as exc:
         fail(str(exc), EXIT_USAGE)
+    except asyncpg.PostgresError as exc:  # e.g. the role may not read public.tenants
+        fail(f"the database refused: {exc} (SQLSTATE {exc.sqlstate}); check the role's "
+             "privileges (docs/security.md)", EXIT_USAGE)
 
 
 def _embedded(stack: ExitStack) -> str:
@@ -93,8 +97,6 @@ def _embedded(stack: ExitStack) -> str:
 
 
 async def _ensure_database(base_dsn: str, name: str) -> None:
-    import asyncpg
-
     conn = await asyncpg.connect(base_dsn)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):

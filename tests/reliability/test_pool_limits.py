@@ -1,0 +1,145 @@
+"""A pool smaller than the concurrency asked for, and a server short of connection
+slots: the engine neither deadlocks nor crashes, and says what it is doing.
+
+`anyio.fail_after` below is a deadlock guard (a hang fails the test instead of
+stalling the suite), not a speed assertion.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from archify_core import Engine
+from archify_core.errors import DatabaseConnectionError
+from archify_core.events import Event, MigrationRetrying, Notice
+from tests.reliability.conftest import PrivateServer
+from tests.reliability.helpers import build_fleet, check_fleet, tenant_versions, tracked_migrations
+
+DEADLOCK_GUARD = 30
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 3])
+async def test_pool_smaller_than_concurrency(dsn: str, tmp_path: Path, pool_size: int) -> None:
+    folder = tracked_migrations(tmp_path / "m", 2)
+    await build_fleet(dsn, folder, 30)
+    events: list[Event] = []
+    with anyio.fail_after(DEADLOCK_GUARD):
+        async with Engine(dsn, folder, concurrency=16, pool_size=pool_size,
+                          load_entry_points=False, on_event=events.append) as engine:
+            report = await engine.migrate("all")
+    assert report.ok
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("instead of 16" in n for n in notices), notices
+    versions = tenant_versions(folder)
+    assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+
+
+@asynccontextmanager
+async def _role_database(server: PrivateServer, private_dsn: str) -> AsyncIterator[str]:
+    """A DSN for a non-superuser owning the test database: it cannot use the slots
+    reserved for superusers, as an application role would not."""
+    role, password = f"app_{secrets.token_hex(3)}", secrets.token_hex(8)
+    database = private_dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(server.dsn())
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')
+        yield server.dsn(database, user=role, password=password)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+async def _hog(dsn: str, leave_free: int, server: PrivateServer) -> list[asyncpg.Connection]:
+    """Take every connection slot the role may use, then give `leave_free` back."""
+    conns: list[asyncpg.Connection] = []
+    while len(conns) <= server.max_connections:
+        try:
+            conns.append(await asyncpg.connect(dsn))
+        except asyncpg.TooManyConnectionsError:
+            break
+    await _close(conns[len(conns) - leave_free:])
+    del conns[len(conns) - leave_free:]
+    await anyio.sleep(0.5)  # let the closed backends exit and free their slots
+    return conns
+
+
+async def _close(conns: list[asyncpg.Connection]) -> None:
+    for conn in conns:
+        await conn.close()
+
+
+async def test_few_free_slots_lowers_concurrency_and_completes(
+    private_server: PrivateServer, private_dsn: str, tmp_path: Path
+) -> None:
+    folder = tracked_migrations(tmp_path / "m", 2)
+    async with _role_database(private_server, private_dsn) as dsn:
+        await build_fleet(dsn, folder, 30)
+        hogs = await _hog(dsn, 3, private_server)
+        events: list[Event] = []
+        try:
+            with anyio.fail_after(DEADLOCK_GUARD):
+                async with Engine(dsn, folder, concurrency=8, load_entry_points=False,
+                                  on_event=events.append) as engine:
+                    report = await engine.migrate("tenants")
+        finally:
+            await _close(hogs)
+        assert report.ok, ([e for e in events if isinstance(e, Notice)], report.failed[:1])
+        notices = [e.message for e in events if isinstance(e, Notice)]
+        assert any("instead of 8" in n and "free slots" in n for n in notices), notices
+        versions = tenant_versions(folder)
+        assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+
+
+async def test_slots_taken_mid_rollout_are_retried_then_reported(
+    private_server: PrivateServer, private_dsn: str, tmp_path: Path
+) -> None:
+    """Another client grabs every slot after the engine started: workers cannot open
+    their connections. The schemas are retried with backoff, and whatever never got a
+    connection is reported by name; a re-run completes."""
+    folder = tracked_migrations(tmp_path / "m", 2)
+    async with _role_database(private_server, private_dsn) as dsn:
+        await build_fleet(dsn, folder, 10)
+        events: list[Event] = []
+        with anyio.fail_after(DEADLOCK_GUARD):
+            async with Engine(dsn, folder, concurrency=4, retries=1, retry_backoff=0.05,
+                              load_entry_points=False, on_event=events.append) as engine:
+                hogs = await _hog(dsn, 0, private_server)
+                try:
+                    report = await engine.migrate("tenants")
+                finally:
+                    await _close(hogs)
+        assert not report.ok
+        for result in report.failed:
+            assert result.failure.sqlstate == "53300", result.failure
+            assert result.failure.message.startswith("no free connection slot"), result.failure
+            assert result.failure.attempts == 2
+        assert any(isinstance(e, MigrationRetrying) and "no free connection slot" in e.reason
+                   for e in events)
+        async with Engine(dsn, folder, load_entry_points=False) as engine:
+            assert (await engine.migrate("tenants")).ok
+        versions = tenant_versions(folder)
+        check = await check_fleet(dsn, versions)
+        assert check.consistent and check.complete(len(versions)) == 10, check.describe()
+
+
+async def test_no_free_slot_at_all_is_a_clear_connection_error(
+    private_server: PrivateServer, private_dsn: str, tmp_path: Path
+) -> None:
+    folder = tracked_migrations(tmp_path / "m", 1)
+    async with _role_database(private_server, private_dsn) as dsn:
+        hogs = await _hog(dsn, 0, private_server)
+        try:
+            with pytest.raises(DatabaseConnectionError, match="no free connection slots"):
+                async with Engine(dsn, folder, load_entry_points=False):
+                    pass
+        finally:
+            await _close(hogs)
