@@ -161,19 +161,30 @@ def status(settings: Settings, as_json: bool) -> None:
         settings.print(*status_lines(fleet))
 
 
+def rollout_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every command that runs a rollout (or a rollback) takes."""
+    for option in reversed([
+        click.option("--max-failures", type=click.IntRange(min=1), default=None,
+                     help="Stop starting new schemas after N failures (in-flight ones finish)."),
+        click.option("--dry-run", is_flag=True, help="Show what would run, with its SQL; "
+                     "change nothing."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+        click.option("--quiet", "-q", is_flag=True, help="Only the summary line."),
+    ]):
+        command = option(command)
+    return command
+
+
 def _migrate_command(name: str, help_text: str, target: str | None) -> None:
-    @click.option("--max-failures", type=click.IntRange(min=1), default=None,
-                  help="Stop starting new schemas after N failures (in-flight ones finish).")
-    @click.option("--dry-run", is_flag=True, help="Show what would run; change nothing.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-    @click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+    @rollout_options
     @pass_settings
     def command(settings: Settings, max_failures: int | None, dry_run: bool, as_json: bool,
                 quiet: bool, slug: str | None = None) -> None:
         migrate_target: str | list[str] = target or [slug or ""]
-        report = _rollout(settings, migrate_target, max_failures=max_failures,
-                          dry_run=dry_run, as_json=as_json, quiet=quiet)
-        sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+        label = target or slug or ""
+        _rollout(settings, rollout_title(label, dry_run),
+                 lambda e: e.migrate(migrate_target, max_failures=max_failures, dry_run=dry_run),
+                 dry_run=dry_run, as_json=as_json, quiet=quiet)
 
     command.__doc__ = help_text
     if target is None:
@@ -181,19 +192,17 @@ def _migrate_command(name: str, help_text: str, target: str | None) -> None:
     cli.command(name)(command)
 
 
-def _rollout(settings: Settings, target: str | list[str], *, max_failures: int | None,
-             dry_run: bool, as_json: bool, quiet: bool) -> RolloutReport:
-    label = target if isinstance(target, str) else ",".join(target)
+def _rollout(settings: Settings, title: str, work: Callable[[Engine], Awaitable[RolloutReport]],
+             *, dry_run: bool, as_json: bool, quiet: bool, reverting: bool = False) -> NoReturn:
+    """Print the title, run the rollout with live output, print the report; exit 0 or 1."""
     if not as_json:
-        settings.print(rollout_title(label, dry_run))
-    report = _drive(settings, lambda e: e.migrate(target, max_failures=max_failures,
-                                                  dry_run=dry_run),
-                    dry_run=dry_run, quiet=quiet or as_json)
+        settings.print(title)
+    report = _drive(settings, work, dry_run=dry_run, quiet=quiet or as_json, reverting=reverting)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
         settings.print(*closing_lines(report))
-    return report
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 def _drive(settings: Settings, work: Callable[[Engine], Awaitable[RolloutReport]], *,
@@ -311,11 +320,7 @@ def tenants_list(settings: Settings, as_json: bool) -> None:
 @click.option("--tenant", "tenants", multiple=True, metavar="SLUG",
               help="Roll back this tenant (repeatable).")
 @click.option("--all-tenants", is_flag=True, help="Roll back every tenant, concurrently.")
-@click.option("--max-failures", type=click.IntRange(min=1), default=None,
-              help="Stop starting new schemas after N failures.")
-@click.option("--dry-run", is_flag=True, help="Show the downgrade SQL; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+@rollout_options
 @pass_settings
 def rollback(settings: Settings, to: str | None, steps: int | None, schema: str | None,
              tenants: tuple[str, ...], all_tenants: bool, max_failures: int | None,
@@ -328,17 +333,11 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
     if (to is None) == (steps is None):
         fail("choose exactly one of --to VERSION and --steps N", EXIT_USAGE)
     target: str | list[str] = "public" if schema else list(tenants) or "tenants"
-    if not as_json:
-        settings.print(f"⏪ Rolling back {target if isinstance(target, str) else ', '.join(target)}"
-                       + (" (dry run)" if dry_run else "") + "...")
-    report = _drive(settings, lambda e: e.rollback(target, to=to, steps=steps,
-                                                   max_failures=max_failures, dry_run=dry_run),
-                    dry_run=dry_run, quiet=quiet or as_json, reverting=True)
-    if as_json:
-        click.echo(json.dumps(report.to_dict()))
-    else:
-        settings.print(*closing_lines(report))
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+    label = target if isinstance(target, str) else ", ".join(target)
+    _rollout(settings, f"⏪ Rolling back {label}{' (dry run)' if dry_run else ''}...",
+             lambda e: e.rollback(target, to=to, steps=steps, max_failures=max_failures,
+                                  dry_run=dry_run),
+             dry_run=dry_run, as_json=as_json, quiet=quiet, reverting=True)
 
 
 @cli.command()
