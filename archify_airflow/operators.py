@@ -1,0 +1,368 @@
+"""Airflow operators: thin callers of Archify's async Engine.
+
+Each operator builds its hook and Engine inside `execute` (never at DAG parse
+time), drives the async API with `anyio.run`, logs one line per schema and
+returns a small JSON-safe dict to XCom (see `archify_airflow.reports`).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from airflow.sdk import BaseOperator, Context, SkipMixin
+from airflow.sdk.exceptions import AirflowException
+
+from archify_core import (
+    Engine,
+    Event,
+    MigrationRetrying,
+    Notice,
+    Outcome,
+    RolloutFinished,
+    RolloutReport,
+    SchemaFinished,
+    SchemaResult,
+    TenantExistsError,
+)
+
+from .hooks import ArchifyHook
+from .reports import compact_report, compact_status, describe_failures
+from .sharding import select_tenants, shard
+
+T = TypeVar("T")
+MIGRATIONS_ENV = "ARCHIFY_MIGRATIONS"
+MAX_LOGGED_SCHEMAS = 200  # status lines per task log; the XCom has the counts
+
+
+class ArchifyRolloutFailed(AirflowException):
+    """Some schemas failed; the others were migrated. A retry redoes only what is pending."""
+
+
+class ArchifyBaseOperator(BaseOperator):
+    """Connection, migrations folder and Engine options shared by every Archify operator.
+
+    :param archify_conn_id: Airflow connection to the database (templated).
+    :param migrations: folder of migration files (templated); default: the
+        ``ARCHIFY_MIGRATIONS`` environment variable of the worker, else ``migrations``.
+    :param concurrency: schemas migrated at once by this task (templated).
+    :param engine_options: further ``Engine`` keyword arguments (``lock_timeout``,
+        ``statement_timeout``, ``retries``, ``plugins``, ...).
+    """
+
+    template_fields: Sequence[str] = ("archify_conn_id", "migrations", "concurrency")
+    ui_color = "#e8f1fb"
+
+    def __init__(
+        self, *, archify_conn_id: str = ArchifyHook.default_conn_name,
+        migrations: str | Path | None = None, concurrency: int | str = 8,
+        engine_options: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.archify_conn_id = archify_conn_id
+        self.migrations = migrations
+        self.concurrency = concurrency
+        self.engine_options = dict(engine_options or {})
+
+    @cached_property
+    def hook(self) -> ArchifyHook:
+        return ArchifyHook(archify_conn_id=self.archify_conn_id)
+
+    def migrations_path(self) -> str:
+        """Resolved on the worker, where the files must be."""
+        return str(self.migrations or os.environ.get(MIGRATIONS_ENV) or "migrations")
+
+    def engine(self) -> Engine:
+        return self.hook.get_engine(
+            self.migrations_path(), concurrency=as_int(self.concurrency),
+            on_event=self.log_event, **self.engine_options,
+        )
+
+    def run_engine(self, work: Callable[[Engine], Awaitable[T]]) -> T:
+        """Open an Engine, await `work(engine)`, close it; all in one event loop."""
+
+        async def main() -> T:
+            async with self.engine() as engine:
+                return await work(engine)
+
+        return anyio.run(main)
+
+    def log_event(self, event: Event) -> None:
+        """One task-log line per schema, plus retries, notices and the final summary."""
+        if isinstance(event, SchemaFinished):
+            self._log_schema(event.result)
+        elif isinstance(event, MigrationRetrying):
+            self.log.warning("%s: %s hit %s; attempt %d in %.1fs", event.schema, event.version,
+                             event.reason, event.attempt, event.delay_s)
+        elif isinstance(event, Notice):
+            self.log.info("%s", event.message)
+        elif isinstance(event, RolloutFinished):
+            self.log.info("rollout %s finished in %.2fs: %s", event.report.target,
+                          event.report.duration_s, event.report.summary())
+
+    def _log_schema(self, result: SchemaResult) -> None:
+        applied = ", ".join(a.version for a in result.applied)
+        if result.outcome is Outcome.FAILED and result.failure is not None:
+            f = result.failure
+            self.log.error("%s: FAILED at %s after %d attempt(s) [%s]: %s (applied before: %s)",
+                           result.schema, f.version or "setup", f.attempts, f.sqlstate or "-",
+                           f.message, applied or "nothing")
+        elif result.outcome is Outcome.PLANNED:
+            self.log.info("%s: would apply %s", result.schema, ", ".join(result.pending) or "-")
+        elif result.outcome is Outcome.SKIPPED:
+            self.log.warning("%s: skipped (max_failures reached)", result.schema)
+        elif result.outcome is Outcome.UP_TO_DATE:
+            self.log.info("%s: up to date", result.schema)
+        else:
+            self.log.info("%s: %s %s (%.0f ms)", result.schema, result.outcome.value.replace(
+                "_", " "), applied, result.duration_ms)
+
+    def finish(self, report: RolloutReport, context: Context) -> dict[str, Any]:
+        """The report for XCom; fail the task, naming the schemas, if any failed.
+
+        The report is pushed before failing so a summary task still sees this shard.
+        """
+        result = compact_report(report)
+        if report.ok:
+            return result
+        context["ti"].xcom_push(key="return_value", value=result)
+        raise ArchifyRolloutFailed(describe_failures(result["failed"]))
+
+
+class ArchifyMigrateOperator(ArchifyBaseOperator):
+    """Apply pending migrations: ``target`` "public", "tenants" or "all", or a list of ``tenants``.
+
+    Every schema is attempted (unless ``max_failures`` stops new ones); then the task
+    fails if any schema failed, naming them. A retry re-runs only what is still pending.
+    Map it over shards: ``ArchifyMigrateOperator.partial(...).expand(tenants=shards)``.
+
+    :param target: "public", "tenants" or "all" (templated); default "all", or the
+        tenant list when ``tenants`` is given.
+    :param tenants: tenant slugs to migrate (templated; a list, or a comma-separated
+        string). An empty list migrates nothing and succeeds.
+    :param max_failures: stop starting new schemas after this many failures.
+    :param dry_run: report what would run, change nothing (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        *ArchifyBaseOperator.template_fields, "target", "tenants", "max_failures", "dry_run",
+    )
+
+    def __init__(
+        self, *, target: str | None = None, tenants: Sequence[str] | str | None = None,
+        max_failures: int | str | None = None, dry_run: bool | str = False, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.tenants = tenants
+        self.max_failures = max_failures
+        self.dry_run = dry_run
+
+    def resolved_target(self) -> str | list[str]:
+        slugs = as_slugs(self.tenants)
+        if slugs is None:
+            return self.target or "all"
+        if self.target not in (None, "", "tenants"):
+            raise ValueError(f"give either target={self.target!r} or tenants, not both")
+        return slugs
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target = self.resolved_target()
+        if target == []:
+            self.log.info("no tenants given: nothing to migrate")
+            return compact_report(RolloutReport(target="", dry_run=as_bool(self.dry_run)))
+        max_failures = None if self.max_failures in (None, "") else as_int(self.max_failures)
+        report = self.run_engine(lambda engine: engine.migrate(
+            target, max_failures=max_failures, dry_run=as_bool(self.dry_run)))
+        return self.finish(report, context)
+
+
+class ArchifyRollbackOperator(ArchifyBaseOperator):
+    """Revert applied migrations, newest first, in "public", "tenants" or a list of slugs.
+
+    :param target: "public", "tenants" or a list of slugs (templated).
+    :param to: revert down to this version, which stays applied (templated).
+    :param steps: or revert this many migrations per schema (templated).
+    :param dry_run: report what would be reverted, change nothing (templated).
+    :param max_failures: stop starting new schemas after this many failures.
+    """
+
+    template_fields: Sequence[str] = (
+        *ArchifyBaseOperator.template_fields, "target", "to", "steps", "dry_run",
+    )
+
+    def __init__(
+        self, *, target: str | Sequence[str], to: str | None = None,
+        steps: int | str | None = None, dry_run: bool | str = False,
+        max_failures: int | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.to = to
+        self.steps = steps
+        self.dry_run = dry_run
+        self.max_failures = max_failures
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target: str | list[str] = (self.target if self.target in ("public", "tenants")
+                                   else as_slugs(self.target) or [])
+        steps = None if self.steps in (None, "") else as_int(self.steps)
+        report = self.run_engine(lambda engine: engine.rollback(
+            target, to=self.to or None, steps=steps, max_failures=self.max_failures,
+            dry_run=as_bool(self.dry_run)))
+        return self.finish(report, context)
+
+
+class ArchifyStatusOperator(ArchifyBaseOperator, SkipMixin):
+    """Pending work per schema, as counts (XCom) and one log line per schema with work.
+
+    :param tenants: only these tenants (templated); default every tenant.
+    :param short_circuit: when nothing is pending, skip every downstream task.
+    """
+
+    template_fields: Sequence[str] = (*ArchifyBaseOperator.template_fields, "tenants")
+    inherits_from_skipmixin = True
+
+    def __init__(
+        self, *, tenants: Sequence[str] | str | None = None, short_circuit: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tenants = tenants
+        self.short_circuit = short_circuit
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        slugs = as_slugs(self.tenants) or None
+        status = self.run_engine(lambda engine: engine.status(slugs))
+        with_work = [s for s in [status.public, *status.tenants] if s.pending or s.problem]
+        for schema in with_work[:MAX_LOGGED_SCHEMAS]:
+            self.log.info("%s: pending %s%s", schema.schema, ", ".join(schema.pending) or "-",
+                          f" (problem: {schema.problem})" if schema.problem else "")
+        if len(with_work) > MAX_LOGGED_SCHEMAS:
+            self.log.info("... and %d more schemas with pending work",
+                          len(with_work) - MAX_LOGGED_SCHEMAS)
+        result = compact_status(status)
+        self.log.info("%d migration(s) pending: %s", result["pending_count"], result)
+        if self.short_circuit and result["pending_count"] == 0:
+            self.log.info("nothing pending: skipping downstream tasks")
+            context["ti"].xcom_push(key="return_value", value=result)
+            downstream = context["task"].get_flat_relatives(upstream=False)
+            self.skip(ti=context["ti"], tasks=[t for t in downstream if not t.is_teardown])
+        return result
+
+
+class ArchifyShardTenantsOperator(ArchifyBaseOperator):
+    """The registered tenants in shards, for ``ArchifyMigrateOperator.partial().expand()``.
+
+    :param shard_size: tenants per shard (templated): one mapped task per shard.
+    :param tenants: only these tenants (templated); default every registered tenant.
+        Naming an unregistered tenant fails the task.
+    :param exclude: tenants to leave out, e.g. the canaries already migrated (templated).
+    :param pending_only: leave out tenants with nothing pending (a re-run then maps
+        only the shards that still have work).
+    """
+
+    template_fields: Sequence[str] = (
+        *ArchifyBaseOperator.template_fields, "shard_size", "tenants", "exclude",
+    )
+
+    def __init__(
+        self, *, shard_size: int | str = 50, tenants: Sequence[str] | str | None = None,
+        exclude: Sequence[str] | str | None = None, pending_only: bool = False, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shard_size = shard_size
+        self.tenants = tenants
+        self.exclude = exclude
+        self.pending_only = pending_only
+
+    def execute(self, context: Context) -> list[list[str]]:
+        slugs = self.run_engine(self._select)
+        shards = shard(slugs, as_int(self.shard_size))
+        self.log.info("%d tenant(s) in %d shard(s) of up to %s; excluded: %s", len(slugs),
+                      len(shards), self.shard_size, ", ".join(as_slugs(self.exclude) or []) or "-")
+        return shards
+
+    async def _select(self, engine: Engine) -> list[str]:
+        registered = [t.slug for t in await engine.list_tenants()]
+        chosen = select_tenants(registered, only=as_slugs(self.tenants) or None,
+                                exclude=as_slugs(self.exclude) or ())
+        if not self.pending_only or not chosen:
+            return chosen
+        status = await engine.status(chosen)
+        pending = {t.slug for t in status.tenants if t.pending}
+        return [slug for slug in chosen if slug in pending]
+
+
+class ArchifyCreateTenantOperator(ArchifyBaseOperator):
+    """Create a tenant whole (schema, ledger, every tenant migration, seed, registry row).
+
+    :param slug: the tenant's slug (templated).
+    :param name: display name (templated); default the slug.
+    :param admin_email: passed to the ``seed_admin`` hook (templated).
+    :param migrate: False registers an empty tenant that a later rollout migrates.
+    :param if_not_exists: succeed (``created: false``) when the tenant already exists.
+    """
+
+    template_fields: Sequence[str] = (
+        *ArchifyBaseOperator.template_fields, "slug", "tenant_name", "admin_email",
+    )
+
+    def __init__(
+        self, *, slug: str, tenant_name: str | None = None, admin_email: str | None = None,
+        migrate: bool = True, if_not_exists: bool = False, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.slug = slug
+        self.tenant_name = tenant_name
+        self.admin_email = admin_email
+        self.migrate = migrate
+        self.if_not_exists = if_not_exists
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            tenant = self.run_engine(lambda engine: engine.create_tenant(
+                self.slug, self.tenant_name or None, admin_email=self.admin_email or None,
+                migrate=self.migrate))
+        except TenantExistsError as exc:
+            if not self.if_not_exists:
+                raise
+            self.log.info("%s", exc)
+            return {"slug": self.slug, "created": False}
+        self.log.info("created tenant %s in schema %s", tenant.slug, tenant.schema)
+        return {"slug": tenant.slug, "schema": tenant.schema, "name": tenant.name,
+                "created": True}
+
+
+# -- templated values ------------------------------------------------------------------
+# Without render_template_as_native_obj, "{{ params.x }}" renders lists and booleans
+# as strings; accept both forms.
+
+
+def as_bool(value: bool | str | None) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def as_int(value: int | str) -> int:
+    return int(value)
+
+
+def as_slugs(value: Sequence[str] | str | None) -> list[str] | None:
+    """A list of slugs from a list, "a,b", "['a', 'b']", or None (meaning: not given)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("", "None"):
+            return None if text == "None" else []
+        if text.startswith("["):
+            return [str(s) for s in ast.literal_eval(text)]
+        return [s.strip() for s in text.split(",") if s.strip()]
+    return [str(s) for s in value]

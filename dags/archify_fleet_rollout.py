@@ -1,0 +1,131 @@
+"""Archify fleet rollout: public first, then canary tenants, then every other tenant in shards.
+
+status -> migrate_public -> migrate_canary -> shard_tenants -> migrate_shard (one mapped
+task per shard) -> summary
+
+- `status` skips the whole run when nothing is pending.
+- `migrate_canary` migrates the tenants named in `canary`; the fleet waits for it, so a
+  migration that breaks on real data breaks a few tenants, not thousands.
+- `migrate_shard` fans out over any executor's workers (dynamic task mapping). A shard
+  whose tenants fail fails alone, after migrating the rest of its tenants; a retry (or a
+  re-run) applies only what is still pending.
+- `summary` always runs: it adds up every report into one XCom and the task log, and
+  fails the run if any schema failed or any report is missing.
+
+Trigger with a config, e.g. `{"canary": ["acme"], "shard_size": 100, "dry_run": true}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param, TriggerRule, task
+
+from archify_airflow.operators import (
+    ArchifyMigrateOperator,
+    ArchifyRolloutFailed,
+    ArchifyShardTenantsOperator,
+    ArchifyStatusOperator,
+)
+from archify_airflow.reports import describe_failures, merge_reports
+
+DEFAULT_MIGRATIONS = os.environ.get(
+    "ARCHIFY_MIGRATIONS", str(Path(__file__).resolve().parent.parent / "migrations")
+)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """xcom_pull of a mapped task: a list, or the bare value when there was one shard."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _log_summary(merged: dict[str, Any]) -> None:
+    """The run's outcome in the summary task's log, one line per migration and failure."""
+    log = logging.getLogger("airflow.task")
+    log.info("schemas: %d, migrations applied: %d, outcomes: %s", merged["schemas"],
+             merged["applied"], merged["outcomes"])
+    for version, t in sorted(merged["timings"].items()):
+        log.info("%s: %d schema(s), mean %.1f ms, max %.1f ms", version, t["schemas"],
+                 t["mean_ms"], t["max_ms"])
+    for schema, failure in sorted(merged["failed"].items()):
+        log.error("%s failed at %s: %s", schema, failure["version"], failure["message"])
+
+
+with DAG(
+    dag_id="archify_fleet_rollout",
+    description="Migrate public, canary tenants, then the fleet in mapped shards",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    render_template_as_native_obj=True,  # list and bool params reach operators as such
+    tags=["archify", "migrations"],
+    doc_md=__doc__,
+    params={
+        "tenants": Param([], type="array", items={"type": "string"},
+                         description="Only these tenants (empty: every registered tenant)"),
+        "canary": Param([], type="array", items={"type": "string"},
+                        description="Tenants migrated first; the fleet waits for them"),
+        "shard_size": Param(50, type="integer", minimum=1,
+                            description="Tenants per mapped task"),
+        "concurrency": Param(8, type="integer", minimum=1,
+                             description="Schemas migrated at once within one task"),
+        "dry_run": Param(False, type="boolean", description="Report, change nothing"),
+        "migrations": Param(DEFAULT_MIGRATIONS, type="string",
+                            description="Migrations folder, as seen by the workers"),
+        "conn_id": Param("archify_default", type="string",
+                         description="Airflow connection to the database"),
+    },
+) as dag:
+    common: dict[str, Any] = {
+        "archify_conn_id": "{{ params.conn_id }}",
+        "migrations": "{{ params.migrations }}",
+        "concurrency": "{{ params.concurrency }}",
+    }
+    dry_run = "{{ params.dry_run }}"
+
+    status = ArchifyStatusOperator(
+        task_id="status", tenants="{{ params.tenants or None }}", short_circuit=True, **common
+    )
+    public = ArchifyMigrateOperator(
+        task_id="migrate_public", target="public", dry_run=dry_run, **common
+    )
+    canary = ArchifyMigrateOperator(
+        task_id="migrate_canary", tenants="{{ params.canary }}", dry_run=dry_run, **common
+    )
+    shards = ArchifyShardTenantsOperator(
+        task_id="shard_tenants", tenants="{{ params.tenants or None }}",
+        exclude="{{ params.canary }}", shard_size="{{ params.shard_size }}", **common,
+    )
+    migrate_shard = ArchifyMigrateOperator.partial(
+        task_id="migrate_shard", dry_run=dry_run, **common
+    ).expand(tenants=shards.output)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def summary(**context: Any) -> dict[str, Any]:
+        """Every report in one XCom; fails the run (a leaf task) if any schema failed."""
+        ti = context["ti"]
+        expected_shards = len(ti.xcom_pull(task_ids="shard_tenants") or [])
+        shard_reports = _as_list(ti.xcom_pull(task_ids="migrate_shard"))
+        shard_reports += [None] * (expected_shards - len(shard_reports))
+        reports = [ti.xcom_pull(task_ids="migrate_public"),
+                   ti.xcom_pull(task_ids="migrate_canary"), *shard_reports]
+        merged = merge_reports(reports)
+        merged["shards"] = expected_shards
+        _log_summary(merged)
+        if not merged["ok"]:
+            ti.xcom_push(key="return_value", value=merged)
+            raise ArchifyRolloutFailed(
+                describe_failures(merged["failed"])
+                + (f"; {merged['missing_reports']} task(s) reported nothing"
+                   if merged["missing_reports"] else "")
+            )
+        return merged
+
+    status >> public >> canary >> shards
+    migrate_shard >> summary()

@@ -1,0 +1,191 @@
+"""The provider as Airflow sees it: entry point, DAG import, hook DSNs, operators
+against a real database. Pure helpers (shards, report merging) are tested with literals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from archify_airflow import get_provider_info
+from archify_airflow.reports import describe_failures, merge_reports
+from archify_airflow.sharding import select_tenants, shard
+from archify_core import Engine, TenantNotFoundError
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+
+# -- Airflow accepts the provider and the DAG ------------------------------------------------
+
+
+def test_provider_is_registered_through_its_entry_point(airflow_db: None) -> None:
+    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    assert ProvidersManager().providers["archify"].data["name"] == "Archify"
+    hook = ProvidersManagerTaskRuntime().hooks["archify"]
+    assert hook is not None
+    assert hook.hook_class_name == "archify_airflow.hooks.ArchifyHook"
+    assert get_provider_info()["package-name"] == "archify"
+
+
+def test_example_dag_imports_without_errors(airflow_db: None) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("archify_fleet_rollout")
+    assert set(dag.task_ids) == {"status", "migrate_public", "migrate_canary", "shard_tenants",
+                                 "migrate_shard", "summary"}
+    assert set(dag.params) >= {"tenants", "canary", "shard_size", "dry_run", "migrations",
+                               "conn_id"}
+
+
+# -- the hook ---------------------------------------------------------------------------
+
+
+def dsn_of(uri: str) -> str:
+    from airflow.sdk import Connection
+
+    from archify_airflow.hooks import connection_to_dsn
+
+    return connection_to_dsn(Connection.from_uri(uri, conn_id="x"))
+
+
+@pytest.mark.parametrize(("uri", "dsn"), [
+    ("postgresql://app:secret@db.example.com:6543/prod",
+     "postgresql://app:secret@db.example.com:6543/prod"),
+    ("postgresql://postgres:@/archify?host=/tmp/pg%20dir",
+     "postgresql://postgres@/archify?host=/tmp/pg%20dir"),
+    ("postgres://u@%2Frun%2Fpostgresql:5433/db",
+     "postgresql://u@/db?host=/run/postgresql&port=5433"),
+    ("postgresql://us%40er:p%3Aw%2Fd%20x@db/app?sslmode=require&cursor=dictcursor",
+     "postgresql://us%40er:p%3Aw%2Fd%20x@db/app?sslmode=require"),
+])
+def test_connection_becomes_a_dsn(airflow_db: None, uri: str, dsn: str) -> None:
+    assert dsn_of(uri) == dsn
+
+
+def test_hook_connects_over_the_unix_socket_from_an_env_connection(archify_conn: str) -> None:
+    from archify_airflow.hooks import ArchifyHook
+
+    hook = ArchifyHook()
+    assert "?host=/" in hook.get_dsn()
+    assert hook.test_connection() == (True, "Connection successfully tested")
+
+
+# -- operators driven directly (execute) against a real database -------------------------
+
+
+def tenant_ledger(dsn: str, schema: str) -> list[str]:
+    async def main() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations'
+                                    " ORDER BY version")
+            return [r["version"] for r in rows]
+        finally:
+            await conn.close()
+
+    return anyio.run(main)
+
+
+def test_create_tenant_then_roll_it_back_one_step(
+    archify_conn: str, migrations_dir: Path
+) -> None:
+    from archify_airflow.operators import (
+        ArchifyCreateTenantOperator,
+        ArchifyMigrateOperator,
+        ArchifyRollbackOperator,
+    )
+
+    common: dict[str, Any] = {"migrations": str(migrations_dir)}
+    ArchifyMigrateOperator(task_id="public", target="public", **common).execute({})
+    created = ArchifyCreateTenantOperator(task_id="create", slug="acme", **common).execute({})
+    assert created == {"slug": "acme", "schema": "tenant_acme", "name": "acme", "created": True}
+    again = ArchifyCreateTenantOperator(task_id="again", slug="acme", if_not_exists=True,
+                                        **common).execute({})
+    assert again == {"slug": "acme", "created": False}
+    assert tenant_ledger(archify_conn, "tenant_acme") == [
+        "002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
+
+    report = ArchifyRollbackOperator(task_id="rollback", target=["acme"], steps=1,
+                                     **common).execute({})
+
+    assert report["ok"] is True
+    assert report["summary"]["rolled_back"] == 1
+    assert tenant_ledger(archify_conn, "tenant_acme") == [
+        "002_create_tenant_tables", "003_add_user_avatar"]
+
+
+def test_migrate_operator_fails_after_finishing_the_others(
+    archify_conn: str, migrations_dir: Path
+) -> None:
+    from archify_airflow.operators import ArchifyMigrateOperator, ArchifyRolloutFailed
+
+    async def setup() -> None:
+        async with Engine(archify_conn, migrations=migrations_dir) as engine:
+            await engine.migrate("public")
+            for slug in ("a1", "b2", "c3"):
+                await engine.create_tenant(slug, migrate=False)
+        conn = await asyncpg.connect(archify_conn)
+        await conn.execute("CREATE TABLE tenant_b2.users (id int)")
+        await conn.close()
+
+    anyio.run(setup)
+    pushed: dict[str, Any] = {}
+
+    class TI:
+        def xcom_push(self, key: str, value: Any) -> None:
+            pushed[key] = value
+
+    operator = ArchifyMigrateOperator(task_id="m", target="tenants",
+                                      migrations=str(migrations_dir))
+    with pytest.raises(ArchifyRolloutFailed, match=r"1 schema\(s\) failed: tenant_b2 \(002_"):
+        operator.execute({"ti": TI()})
+
+    assert list(pushed["return_value"]["failed"]) == ["tenant_b2"]
+    assert pushed["return_value"]["migrated"] == ["tenant_a1", "tenant_c3"]
+    assert tenant_ledger(archify_conn, "tenant_a1")[-1] == "005_add_audit_logs"
+    assert tenant_ledger(archify_conn, "tenant_b2") == []
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+def test_shards_are_consecutive_and_the_last_is_shorter() -> None:
+    slugs = [f"t{i}" for i in range(7)]
+    assert shard(slugs, 3) == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6"]]
+    assert shard([], 3) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        shard(slugs, 0)
+
+
+def test_selection_filters_excludes_and_rejects_unknown_tenants() -> None:
+    registered = ["a", "b", "c", "d"]
+    assert select_tenants(registered, exclude=["b"]) == ["a", "c", "d"]
+    assert select_tenants(registered, only=["d", "a", "c"], exclude=["c"]) == ["a", "d"]
+    with pytest.raises(TenantNotFoundError, match="not registered in public.tenants: x, y"):
+        select_tenants(registered, only=["a", "y", "x"])
+
+
+def test_merging_reports_adds_counts_timings_and_counts_missing_ones() -> None:
+    def report(migrated: list[str], failed: dict[str, Any], ms: float) -> dict[str, Any]:
+        return {"summary": {"schemas": len(migrated) + len(failed), "applied": len(migrated),
+                            "migrated": len(migrated), "failed": len(failed)},
+                "migrated": migrated, "failed": failed, "duration_s": 1.0,
+                "timings": {"002": {"schemas": len(migrated), "total_ms": ms, "max_ms": ms}}}
+
+    boom = {"tenant_c": {"version": "002", "message": "boom"}}
+    merged = merge_reports([report(["tenant_a"], {}, 4.0), report(["tenant_b"], boom, 8.0), None])
+
+    assert merged["ok"] is False
+    assert merged["missing_reports"] == 1
+    assert merged["outcomes"]["migrated"] == 2 and merged["outcomes"]["failed"] == 1
+    assert merged["migrated"] == ["tenant_a", "tenant_b"]
+    assert merged["timings"]["002"] == {"schemas": 2, "total_ms": 12.0, "max_ms": 8.0,
+                                        "mean_ms": 6.0}
+    assert describe_failures(merged["failed"]) == "1 schema(s) failed: tenant_c (002: boom)"
+    assert merge_reports([report([], {}, 0.0)])["ok"] is True
