@@ -16,6 +16,7 @@ from .dsn import check_dsn, connection_error
 from .errors import ConfigurationError, TenantNotFoundError
 from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
 from .execution import ExecutionOptions
+from .ledger import Queryable
 from .loader import load_migrations
 from .migration import MigrationSet
 from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema
@@ -29,7 +30,6 @@ from .tenants import validate_slug
 log = logging.getLogger("archify")
 
 Target = str | Sequence[str]
-Queryable = asyncpg.Connection | asyncpg.Pool  # both have fetch/fetchval/fetchrow
 DEFAULT_CONCURRENCY = 8
 
 
@@ -143,14 +143,14 @@ class Engine:
 
     async def status(self, tenants: Sequence[str] | None = None) -> FleetStatus:
         """What every schema (or the given tenants) has applied and has pending."""
-        async with self.pool.acquire() as conn:
-            public = schema_status(self.migrations, await ledger.read_public_state(conn))
-            if not await ledger.registry_exists(conn):
-                return FleetStatus(public, [], registry_exists=False)
-            states = await ledger.read_tenant_states(conn, self._known_slugs(tenants))
-            rows = []
-            async for batch in ledger.iter_tenant_states(conn, states):
-                rows.extend(schema_status(self.migrations, s) for s in batch)
+        conn = self.pool  # as in migrate(): ledger batches are read on several connections
+        public = schema_status(self.migrations, await ledger.read_public_state(conn))
+        if not await ledger.registry_exists(conn):
+            return FleetStatus(public, [], registry_exists=False)
+        states = await ledger.read_tenant_states(conn, self._known_slugs(tenants))
+        rows = []
+        async for batch in ledger.iter_tenant_states(conn, states):
+            rows.extend(schema_status(self.migrations, s) for s in batch)
         return FleetStatus(public, rows)
 
     async def list_tenants(self) -> list[ledger.Tenant]:

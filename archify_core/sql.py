@@ -14,8 +14,8 @@ from .migration import Migration
 # First half of the two-int advisory lock key; "ARCH" in ASCII. The second half
 # is hashtext(schema), so every schema has its own lock.
 ADVISORY_LOCK_CLASS = 0x41524348
-# SQLSTATE our guard raises when another runner already applied (or reverted) the migration.
-ALREADY_DONE = "AF001"
+# Marks the error our guard raises when another runner already applied (or reverted) a step.
+GUARD_MARK = "archify-guard"
 LEDGER_TABLE = "schema_migrations"
 
 
@@ -71,13 +71,18 @@ def transaction_prelude(
     schema: str, *, lock_timeout: float | None, statement_timeout: float | None,
     runner_wait: float | None,
 ) -> str:
-    """Lock the schema against other runners, then scope the transaction to it."""
+    """Lock the schema against other runners, then scope the transaction to it.
+
+    Two statements: the first bounds the wait for another runner; the second takes
+    the lock and only then (target lists evaluate in order) sets the schema's
+    search_path and the migration's own timeouts, all LOCAL to the transaction.
+    """
     return (
         f"SET LOCAL lock_timeout = {millis(runner_wait)};\n"
-        f"{schema_lock_sql(schema)};\n"
-        f"SET LOCAL search_path TO {quote_ident(schema)};\n"
-        f"SET LOCAL lock_timeout = {millis(lock_timeout)};\n"
-        f"SET LOCAL statement_timeout = {millis(statement_timeout)};\n"
+        f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, hashtext({quote_literal(schema)})),"
+        f" set_config('search_path', {quote_literal(quote_ident(schema))}, true),"
+        f" set_config('lock_timeout', {millis(lock_timeout)}, true),"
+        f" set_config('statement_timeout', {millis(statement_timeout)}, true);\n"
     )
 
 
@@ -92,15 +97,16 @@ def upgrade_script(
 ) -> str:
     """One round trip that applies one migration and records it, atomically.
 
-    The guard makes a runner that lost the race for this schema stop with
-    SQLSTATE AF001 instead of applying the migration a second time.
+    The guard makes a runner that lost the race for this schema stop instead of
+    applying the migration a second time.
     """
     return _step_script(
         schema,
         (create_ledger_sql(schema) if ensure_ledger else "")
         + guard_sql(schema, migration.version, applied=True)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
-        + record_sql(schema, migration),
+        + record_sql(schema, migration)
+        + session_reset(migration.upgrade_sql),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
     )
 
@@ -120,7 +126,8 @@ def downgrade_script(
         schema,
         guard_sql(schema, migration.version, applied=False)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
-        + unrecord_sql(schema, migration),
+        + unrecord_sql(schema, migration)
+        + session_reset(migration.downgrade_sql),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
     )
 
@@ -148,23 +155,42 @@ def _step_script(
         + transaction_prelude(schema, lock_timeout=lock_timeout,
                               statement_timeout=statement_timeout, runner_wait=runner_wait)
         + body
-        + "RESET ALL;\nCOMMIT;"
+        + "COMMIT;"
     )
 
 
 def guard_sql(schema: str, version: str, *, applied: bool) -> str:
-    """Stop with AF001 if another runner already did this step (applied, or reverted)."""
+    """Stop if another runner already did this step (applied, or reverted).
+
+    A statement of its own, after the lock, so its snapshot sees what the other
+    runner committed while we waited. Plain SQL rather than a DO block (which
+    compiles PL/pgSQL on every call): when the step is done already, the CASE
+    yields a marked string whose cast to int fails.
+    """
     condition = "EXISTS" if applied else "NOT EXISTS"
     state = "already applied" if applied else "not applied"
     literal = quote_literal(version)
-    return (
-        "DO $archify_guard$ BEGIN\n"
-        f"  IF {condition} (SELECT 1 FROM {ledger_name(schema)} WHERE version = {literal}) THEN\n"
-        f"    RAISE EXCEPTION 'migration % is {state}', {literal}\n"
-        f"      USING ERRCODE = '{ALREADY_DONE}';\n"
-        "  END IF;\n"
-        "END $archify_guard$;\n"
-    )
+    message = quote_literal(f"{GUARD_MARK}: migration {version} is {state}")
+    return (f"SELECT CAST(CASE WHEN {condition} (SELECT 1 FROM {ledger_name(schema)} "
+            f"WHERE version = {literal}) THEN {message} END AS int);\n")
+
+
+def is_guard_stop(exc: BaseException) -> bool:
+    """Whether a server error is our guard saying the step was done already."""
+    return getattr(exc, "sqlstate", None) == "22P02" and GUARD_MARK in str(exc)
+
+
+def session_reset(sql: str) -> str:
+    """RESET ALL when the migration changes session settings (a plain SET): they would
+    outlive the transaction on a pooled connection. Free when it does not."""
+    statements = split_statements(sql)
+    if any(_SESSION_SET.match(s) for s in statements):
+        return "RESET ALL;\n"
+    return ""
+
+
+_SESSION_SET = re.compile(r"(?is)^(?:(?:--[^\n]*\n|/\*.*?\*/|\s)*)"
+                          r"(RESET\b|SET\s+(?!LOCAL\b)|SELECT\s+(pg_catalog\.)?set_config\b)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,10 @@ from .migration import Migration
 from .planning import Direction
 from .sql import (
     ADVISORY_LOCK_CLASS,
-    ALREADY_DONE,
     create_ledger_sql,
     downgrade_script,
     guard_sql,
+    is_guard_stop,
     ledger_name,
     millis,
     quote_ident,
@@ -87,7 +87,7 @@ class Step:
         try:
             await conn.execute(self.script())
         except asyncpg.PostgresError as exc:
-            if exc.sqlstate != ALREADY_DONE:
+            if not is_guard_stop(exc):
                 raise
             await conn.execute("ROLLBACK")
             return False
@@ -102,7 +102,7 @@ class Step:
                 await step(conn)
                 await conn.execute(self._closing() + "RESET ALL;")
         except asyncpg.PostgresError as exc:
-            if exc.sqlstate != ALREADY_DONE:
+            if not is_guard_stop(exc):
                 raise
             return False
         return True

@@ -23,11 +23,21 @@ def test_upgrade_script_is_one_transaction_scoped_to_its_schema() -> None:
     script = upgrade_script("tenant_acme", m, ensure_ledger=False, lock_timeout=2.5,
                             statement_timeout=None, runner_wait=60)
     assert script.startswith("BEGIN;") and script.endswith("COMMIT;")
-    assert 'SET LOCAL search_path TO "tenant_acme";' in script
-    assert "SET LOCAL lock_timeout = '2500ms';" in script
+    assert "set_config('search_path', '\"tenant_acme\"', true)" in script
+    assert "set_config('lock_timeout', '2500ms', true)" in script
+    assert "SET LOCAL lock_timeout = '60000ms';" in script  # waiting for another runner
+    assert "RESET ALL" not in script  # the migration sets no session state
     assert "pg_advisory_xact_lock" in script
     assert script.index("pg_advisory_xact_lock") < script.index("ALTER TABLE users")
     assert script.index("ALTER TABLE users") < script.index("INSERT INTO")
+
+
+def test_a_migration_that_sets_session_state_is_followed_by_reset_all() -> None:
+    m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"),
+                  "SET statement_timeout = 0;\nUPDATE users SET name = 'x';")
+    script = upgrade_script("tenant_acme", m, ensure_ledger=False, lock_timeout=1,
+                            statement_timeout=None, runner_wait=60)
+    assert script.endswith("RESET ALL;\nCOMMIT;")
 
 
 @pytest.mark.parametrize("slug", ["acme", "a", "a1_b2", "x" * 56, "select", "pg_admin"])

@@ -82,7 +82,7 @@ async def test_search_path_is_the_tenant_alone_and_does_not_leak_into_the_pool(
             row = await conn.fetchrow(f"SELECT * FROM tenant_{slug}.where_am_i")
         finally:
             await conn.close()
-        assert row["path"] == f"tenant_{slug}"
+        assert row["path"].strip('"') == f"tenant_{slug}"  # the one schema, quoted or not
         assert row["schemas"] == [f"tenant_{slug}"]
     assert await _val(dsn, "SELECT to_regclass('public.where_am_i')") is None
 
