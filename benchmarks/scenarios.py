@@ -1,0 +1,178 @@
+"""Running one scenario at one N: every tool, interleaved, repeated, verified.
+
+Each timed run of a migrating tool starts from its own copy of the prepared
+fleet, and its result is verified before its time is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archify_core.migration import MigrationSet, Scope
+from archify_core.sql import quote_literal
+
+from . import server, tools
+from .fleet import Scenario, reset_fleet, tenant_build_sql, tenant_schema
+from .stats import median, percentile
+from .verify import verify_fleet
+
+FLOOR_CONNECTIONS = (2, 8)
+CREATE_COUNT = 20  # tenants created per tool per repeat in create-tenant
+
+
+@dataclass
+class Context:
+    admin_dsn: str
+    tool_dsn: Callable[[str], str]  # database name -> DSN the tools use (maybe via the proxy)
+    root: Path
+    repeats: int
+    concurrencies: tuple[int, ...]
+    log: Callable[[str], None]
+
+
+@dataclass
+class Result:
+    scenario: str
+    n: int
+    times: dict[str, list[float]] = field(default_factory=dict)  # tool -> seconds per repeat
+    rss_mb: dict[str, float] = field(default_factory=dict)  # tool -> peak RSS
+    samples: dict[str, list[float]] = field(default_factory=dict)  # create-tenant latencies
+
+    def add(self, tool: str, measured: tools.Measured) -> None:
+        self.times.setdefault(tool, []).append(measured.seconds)
+        if measured.rss_mb is not None:
+            self.rss_mb[tool] = max(self.rss_mb.get(tool, 0.0), measured.rss_mb)
+        self.samples.setdefault(tool, []).extend(measured.samples)
+
+    def median(self, tool: str) -> float:
+        return median(self.times.get(tool, []))
+
+    def floor(self) -> float:
+        floors = [self.median(f"floor-{c}") for c in FLOOR_CONNECTIONS
+                  if f"floor-{c}" in self.times]
+        return min(floors) if floors else float("nan")
+
+    def p(self, tool: str, q: float) -> float:
+        return percentile(self.samples.get(tool, []), q)
+
+
+def archify_tool(c: int) -> str:
+    return "archify" if c == 8 else f"archify-c{c}"
+
+
+Run = Callable[[str], Coroutine[Any, Any, tools.Measured]]
+
+
+async def _timed_runs(ctx: Context, scenario: Scenario, n: int, db: str,
+                      migrations: MigrationSet, runs: dict[str, Run], result: Result,
+                      changes: bool) -> None:
+    """Each repeat runs every tool once, in a rotated order, verifies the fleet before
+    keeping the time and, if the tool changed the fleet, puts it back (untimed)."""
+    schemas = [tenant_schema(i) for i in range(n)]
+    names = list(runs)
+    admin_db = server.database_dsn(ctx.admin_dsn, db)
+    for r in range(ctx.repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for tool in order:
+            measured = await runs[tool](ctx.tool_dsn(db))
+            started = time.perf_counter()
+            await verify_fleet(admin_db, migrations, scenario.after, schemas)
+            verified = time.perf_counter()
+            result.add(tool, measured)
+            if changes:
+                await reset_fleet(admin_db, migrations, scenario.before, n)
+            ctx.log(f"  {scenario.name} N={n} repeat {r + 1}: {tool} {measured.seconds:.3f} s"
+                    + (f", {measured.rss_mb:.0f} MB" if measured.rss_mb else "")
+                    + f" (verify {verified - started:.1f} s, reset "
+                    f"{time.perf_counter() - verified:.1f} s)")
+
+
+async def run_migrating(ctx: Context, scenario: Scenario, n: int, db: str,
+                        migrations: MigrationSet, cli: bool) -> Result:
+    """rollout, bootstrap, noop: archify, sequential and (where there is work) the floor."""
+    mdir = scenario.migrations_dir(ctx.root)
+    pending = [m for m in migrations.for_kind(Scope.TENANT) if m.version not in scenario.before]
+    schemas = [tenant_schema(i) for i in range(n)]
+    runs: dict[str, Run] = {}
+    for c in ctx.concurrencies:
+        async def api(dsn: str, c: int = c) -> tools.Measured:
+            return tools.archify_api(dsn, mdir, "migrate", concurrency=c)
+        runs[archify_tool(c)] = api
+
+    async def seq(dsn: str) -> tools.Measured:
+        return await tools.sequential(dsn, migrations)
+    runs["sequential"] = seq
+    if pending:
+        for k in FLOOR_CONNECTIONS:
+            async def fl(dsn: str, k: int = k) -> tools.Measured:
+                return await tools.floor(dsn, schemas, pending, k)
+            runs[f"floor-{k}"] = fl
+    result = Result(scenario.name, n)
+    await _timed_runs(ctx, scenario, n, db, migrations, runs, result, bool(pending))
+    if cli:
+        async def end_to_end(dsn: str) -> tools.Measured:
+            return tools.archify_cli(dsn, mdir, ["tenants", "--quiet"])
+        saved, ctx.repeats = ctx.repeats, 1
+        await _timed_runs(ctx, scenario, n, db, migrations, {"cli": end_to_end}, result,
+                          bool(pending))
+        ctx.repeats = saved
+    return result
+
+
+async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
+                     migrations: MigrationSet, cli: bool) -> Result:
+    """The fleet status: archify's API and CLI, and the sequential per-schema ledger reads."""
+    mdir = scenario.migrations_dir(ctx.root)
+
+    async def api(dsn: str) -> tools.Measured:
+        return tools.archify_api(dsn, mdir, "status")
+
+    async def seq(dsn: str) -> tools.Measured:
+        return await tools.sequential(dsn, migrations)  # nothing pending: reads every ledger
+
+    runs: dict[str, Run] = {"archify": api, "sequential": seq}
+    if cli:
+        async def end_to_end(dsn: str) -> tools.Measured:
+            return tools.archify_cli(dsn, mdir, ["status", "--json"])
+        runs["cli"] = end_to_end
+    result = Result(scenario.name, n)
+    await _timed_runs(ctx, scenario, n, db, migrations, runs, result, False)
+    return result
+
+
+async def run_create_tenant(ctx: Context, scenario: Scenario, n: int, db: str,
+                            migrations: MigrationSet) -> Result:
+    """p50/p95 of creating one tenant while `n` exist: archify vs the same DDL by hand."""
+    mdir = scenario.migrations_dir(ctx.root)
+    dsn = ctx.tool_dsn(db)
+    result = Result(scenario.name, n)
+    created: list[str] = []
+    tenant = migrations.for_kind(Scope.TENANT)
+    for r in range(ctx.repeats):
+        measured = tools.archify_api(dsn, mdir, "create", count=CREATE_COUNT,
+                                     prefix=f"bench_a{r}_")
+        result.add("archify", measured)
+        created += [f"tenant_bench_a{r}_{i:04d}" for i in range(CREATE_COUNT)]
+        scripts = []
+        for i in range(CREATE_COUNT):
+            slug = f"bench_h{r}_{i:04d}"
+            script = tenant_build_sql(f"tenant_{slug}", list(tenant))
+            scripts.append((slug, f"BEGIN;\n{script}INSERT INTO public.tenants (slug, name, "
+                                  f"schema_name) VALUES ({quote_literal(slug)}, "
+                                  f"{quote_literal(slug)}, {quote_literal('tenant_' + slug)});"
+                                  "\nCOMMIT;"))
+        result.add("by-hand", await tools.create_by_hand(dsn, scripts))
+        created += [f"tenant_{s}" for s, _ in scripts]
+        ctx.log(f"  create-tenant N={n} repeat {r + 1}: archify p50 "
+                f"{result.p('archify', 50) * 1000:.1f} ms, by hand "
+                f"{result.p('by-hand', 50) * 1000:.1f} ms")
+    started = time.perf_counter()
+    await verify_fleet(server.database_dsn(ctx.admin_dsn, db), migrations, scenario.after,
+                       [tenant_schema(i) for i in range(n)] + created)
+    ctx.log(f"  verified {n + len(created)} schemas in {time.perf_counter() - started:.1f} s")
+    await reset_fleet(server.database_dsn(ctx.admin_dsn, db), migrations, scenario.before, n)
+    return result
