@@ -108,10 +108,10 @@ def _blocked(
             f"schema {state.schema} does not exist; recreate it, or remove the tenant "
             "from public.tenants"
         )
-    if not allow_out_of_order:
-        late = drift_of(migrations, state).out_of_order
+    if not allow_out_of_order and state.applied:
+        newest = max(state.applied)
+        late = [m.version for m in pending if m.version < newest]
         if late:
-            newest = max(state.applied)
             return (
                 f"{', '.join(late)} is older than {newest}, which is already applied; "
                 "renumber the new file after the newest applied migration, or pass "

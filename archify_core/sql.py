@@ -6,6 +6,7 @@ interpolated except through quote_ident / quote_literal.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -180,9 +181,11 @@ def is_guard_stop(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == "22P02" and GUARD_MARK in str(exc)
 
 
+@functools.cache
 def session_reset(sql: str) -> str:
     """RESET ALL when the migration changes session settings (a plain SET): they would
-    outlive the transaction on a pooled connection. Free when it does not."""
+    outlive the transaction on a pooled connection. Free when it does not. Cached:
+    a rollout asks once per migration, not once per schema."""
     statements = split_statements(sql)
     if any(_SESSION_SET.match(s) for s in statements):
         return "RESET ALL;\n"
