@@ -39,23 +39,32 @@ def ledger_name(schema: str) -> str:
 
 
 def create_ledger_sql(schema: str) -> str:
-    """The guide's ledger, plus checksum and duration; a no-op where it exists."""
+    """The guide's ledger, plus a checksum; a no-op where it exists."""
     return (
         f"CREATE TABLE IF NOT EXISTS {ledger_name(schema)} (\n"
         "    version VARCHAR(255) PRIMARY KEY,\n"
         "    applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,\n"
-        "    checksum VARCHAR(64),\n"
-        "    duration_ms INTEGER\n"
+        "    checksum VARCHAR(64)\n"
         ");\n"
         + upgrade_ledger_sql(schema)
     )
 
 
 def upgrade_ledger_sql(schema: str) -> str:
-    """Adopt a guide-shaped ledger by adding the columns Archify records."""
+    """Adopt a guide-shaped ledger: add the checksum column, and make sure versions are
+    unique (the guide's table has them as its primary key; a hand-made one may not),
+    because the ledger row written first is what stops a second runner."""
+    ledger = ledger_name(schema)
     return (
-        f"ALTER TABLE {ledger_name(schema)} ADD COLUMN IF NOT EXISTS checksum VARCHAR(64), "
-        "ADD COLUMN IF NOT EXISTS duration_ms INTEGER;\n"
+        f"ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS checksum VARCHAR(64);\n"
+        "DO $archify_adopt$ BEGIN\n"
+        "  IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a\n"
+        "                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]\n"
+        f"                 WHERE i.indrelid = {quote_literal(ledger)}::regclass\n"
+        "                   AND i.indisunique AND i.indnatts = 1 AND a.attname = 'version') THEN\n"
+        f"    CREATE UNIQUE INDEX ON {ledger} (version);\n"
+        "  END IF;\n"
+        "END $archify_adopt$;\n"
     )
 
 
@@ -98,15 +107,16 @@ def upgrade_script(
 ) -> str:
     """One round trip that applies one migration and records it, atomically.
 
-    The guard makes a runner that lost the race for this schema stop instead of
-    applying the migration a second time.
+    The ledger row is written first: a runner that lost the race for this
+    schema (it waited on the lock while another applied the migration) stops
+    on the ledger's unique version before running anything, see
+    `is_recorded_already`, instead of applying the migration a second time.
     """
     return _step_script(
         schema,
         (create_ledger_sql(schema) if ensure_ledger else "")
-        + guard_sql(schema, migration.version, applied=True)
-        + f"{migration.upgrade_sql.rstrip()}\n;\n"
         + record_sql(schema, migration)
+        + f"{migration.upgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.upgrade_sql),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
     )
@@ -134,12 +144,19 @@ def downgrade_script(
 
 
 def record_sql(schema: str, migration: Migration) -> str:
-    """The ledger row of an applied migration; its duration is the transaction's so far."""
+    """The ledger row of an applied migration."""
     return (
-        f"INSERT INTO {ledger_name(schema)} (version, checksum, duration_ms) VALUES "
-        f"({quote_literal(migration.version)}, {quote_literal(migration.checksum)}, "
-        "(EXTRACT(EPOCH FROM clock_timestamp() - transaction_timestamp()) * 1000)::int);\n"
+        f"INSERT INTO {ledger_name(schema)} (version, checksum) VALUES "
+        f"({quote_literal(migration.version)}, {quote_literal(migration.checksum)});\n"
     )
+
+
+def is_recorded_already(exc: BaseException, schema: str) -> bool:
+    """Whether a server error is the ledger refusing a version it already has: another
+    runner applied the migration while this one waited for the schema's lock."""
+    return (getattr(exc, "sqlstate", None) == "23505"
+            and getattr(exc, "schema_name", None) == schema
+            and getattr(exc, "table_name", None) == LEDGER_TABLE)
 
 
 def unrecord_sql(schema: str, migration: Migration) -> str:
@@ -161,7 +178,8 @@ def _step_script(
 
 
 def guard_sql(schema: str, version: str, *, applied: bool) -> str:
-    """Stop if another runner already did this step (applied, or reverted).
+    """Stop if another runner already did this step (applied, or reverted). Rollbacks
+    use it; upgrades rely on the ledger's unique version instead (free).
 
     A statement of its own, after the lock, so its snapshot sees what the other
     runner committed while we waited. Plain SQL rather than a DO block (which
@@ -236,10 +254,7 @@ def creation_chunks(
             body = f"{without_concurrently(m.upgrade_sql).rstrip()}\n;\n"
             spans.append((offset, offset + len(body), m.version))
             parts.append(body)
-        parts.append(
-            f"INSERT INTO {ledger_name(schema)} (version, checksum) VALUES "
-            f"({quote_literal(m.version)}, {quote_literal(m.checksum)});\n"
-        )
+        parts.append(record_sql(schema, m))
     chunks.append(CreationChunk("".join(parts), tuple(spans)))
     return chunks
 

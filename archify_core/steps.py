@@ -28,6 +28,7 @@ from .sql import (
     downgrade_script,
     guard_sql,
     is_guard_stop,
+    is_recorded_already,
     ledger_name,
     millis,
     quote_ident,
@@ -87,7 +88,7 @@ class Step:
         try:
             await conn.execute(self.script())
         except asyncpg.PostgresError as exc:
-            if not is_guard_stop(exc):
+            if not self._done_already(exc):
                 raise
             await conn.execute("ROLLBACK")
             return False
@@ -102,7 +103,7 @@ class Step:
                 await step(conn)
                 await conn.execute(self._closing() + "RESET ALL;")
         except asyncpg.PostgresError as exc:
-            if not is_guard_stop(exc):
+            if not self._done_already(exc):
                 raise
             return False
         return True
@@ -127,19 +128,23 @@ class Step:
                 f"SET statement_timeout = {millis(self.options.statement_timeout)}")
             for statement in split_statements(sql):
                 await conn.execute(statement)
-            await conn.execute(self._closing())
+            await conn.execute(record_sql(self.schema, self.migration) if self.up
+                               else unrecord_sql(self.schema, self.migration))
             return True
         finally:
             if not conn.is_closed():
                 await conn.execute(f"RESET ALL; SELECT pg_advisory_unlock({key})")
 
+    def _done_already(self, exc: asyncpg.PostgresError) -> bool:
+        return is_guard_stop(exc) or is_recorded_already(exc, self.schema)
+
     def _opening(self) -> str:
-        """Lock, scope and guard: the start of a client-driven transaction."""
-        return (transaction_prelude(self.schema, **self.options.timeouts)
-                + (create_ledger_sql(self.schema) if self.ensure_ledger and self.up else "")
-                + guard_sql(self.schema, self.migration.version, applied=self.up))
+        """Lock, scope and claim (or guard): the start of a client-driven transaction."""
+        prelude = transaction_prelude(self.schema, **self.options.timeouts)
+        if self.up:
+            ledger = create_ledger_sql(self.schema) if self.ensure_ledger else ""
+            return prelude + ledger + record_sql(self.schema, self.migration)
+        return prelude + guard_sql(self.schema, self.migration.version, applied=False)
 
     def _closing(self) -> str:
-        if self.up:
-            return record_sql(self.schema, self.migration)
-        return unrecord_sql(self.schema, self.migration)
+        return "" if self.up else unrecord_sql(self.schema, self.migration)

@@ -261,3 +261,18 @@ async def test_dry_run_changes_nothing(dsn: str, migrations_dir: Path) -> None:
     [result] = [r for r in report.schemas if r.slug == "acme"]
     assert result.outcome is Outcome.PLANNED and result.pending == TENANT_VERSIONS
     assert await fetchval(dsn, "SELECT to_regclass('tenant_acme.schema_migrations')") is None
+
+
+async def test_a_ledger_without_a_unique_version_gets_one(dsn: str, migrations_dir: Path) -> None:
+    """The ledger's unique version is what stops a second runner: an adopted hand-made
+    ledger without one gets a unique index before its first migration."""
+    async with Engine(dsn, migrations_dir) as engine:
+        await engine.migrate("public")
+        await register_tenants(dsn, ["handmade"])
+        await execute(dsn, "CREATE TABLE tenant_handmade.schema_migrations ("
+                           "version VARCHAR(255), applied_at TIMESTAMP DEFAULT now())")
+        assert (await engine.migrate(["handmade"])).ok
+    assert await fetchval(
+        dsn, "SELECT count(*) FROM pg_index WHERE indisunique "
+             "AND indrelid = 'tenant_handmade.schema_migrations'::regclass") == 1
+    assert await ledger_versions(dsn, "tenant_handmade") == TENANT_VERSIONS
