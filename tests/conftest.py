@@ -13,10 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from archify_core.embedded import embedded_server, with_database
+from tests.fleet import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = ROOT / "migrations"
@@ -43,15 +43,7 @@ def server_dsn() -> Iterator[str]:
 def _run_admin(dsn: str, *statements: str) -> None:
     import anyio
 
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    anyio.run(run)
+    anyio.run(execute, dsn, *statements)
 
 
 @pytest.fixture

@@ -81,10 +81,21 @@ def copy_example(src: Path, dst: Path) -> Path:
     return dst
 
 
-async def execute(dsn: str, script: str) -> None:
-    """Run a multi-statement SQL script (simple query protocol)."""
+async def execute(dsn: str, *scripts: str) -> None:
+    """Run SQL scripts one after another on one connection (each may hold several
+    statements: the simple query protocol)."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(script)
+        for script in scripts:
+            await conn.execute(script)
     finally:
         await conn.close()
+
+
+def write_file(folder: Path, name: str, text: str | bytes) -> None:
+    """Write a migration file as text, or as raw bytes (to test encodings)."""
+    path = folder / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)

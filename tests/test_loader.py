@@ -9,7 +9,7 @@ import pytest
 from archify_core import MigrationSetError, Scope, load_migrations
 from archify_core.errors import ConfigurationError
 from tests.conftest import EXAMPLE_MIGRATIONS
-from tests.fleet import add_migration
+from tests.fleet import add_migration, write_file
 
 
 def test_examples_load_in_filename_order() -> None:
@@ -37,14 +37,6 @@ def _defects(folder: Path) -> list[str]:
     with pytest.raises(MigrationSetError) as caught:
         load_migrations(folder)
     return [str(d) for d in caught.value.defects]
-
-
-def _write(folder: Path, name: str, text: str | bytes) -> None:
-    path = folder / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
 
 
 GOOD_HEAD = '"""\nx\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version}\n' \
@@ -84,7 +76,7 @@ GOOD_HEAD = '"""\nx\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version
 def test_each_defect_is_reported_with_the_file_name(
     tmp_path: Path, name: str, text: str | bytes, expected: str | None
 ) -> None:
-    _write(tmp_path, name, text)
+    write_file(tmp_path, name, text)
     [defect] = _defects(tmp_path)
     assert defect.startswith(f"{name}: ")
     assert (expected or "unknown metadata MIGRATION_COLOUR") in defect
@@ -92,8 +84,8 @@ def test_each_defect_is_reported_with_the_file_name(
 
 def test_every_defect_of_every_file_is_reported_together(tmp_path: Path) -> None:
     add_migration(tmp_path, "001_ok", "tenant", "SELECT 1")
-    _write(tmp_path, "002_bad.py", '"""\n# MIGRATION_SCOPE: nowhere\n"""\nUPGRADE_SQL = ""\n')
-    _write(tmp_path, "003_empty.py", "   \n")
+    write_file(tmp_path, "002_bad.py", '"""\n# MIGRATION_SCOPE: nowhere\n"""\nUPGRADE_SQL = ""\n')
+    write_file(tmp_path, "003_empty.py", "   \n")
     defects = _defects(tmp_path)
     assert any(d.startswith("002_bad.py: unknown MIGRATION_SCOPE") for d in defects)
     missing_version = "002_bad.py: missing metadata line '# MIGRATION_VERSION"
@@ -118,6 +110,6 @@ def test_a_missing_folder_is_a_configuration_error(tmp_path: Path) -> None:
 
 def test_private_files_are_ignored(tmp_path: Path) -> None:
     add_migration(tmp_path, "001_a", "public", "SELECT 1")
-    _write(tmp_path, "__init__.py", "")
-    _write(tmp_path, "_helpers.py", "X = 1\n")
+    write_file(tmp_path, "__init__.py", "")
+    write_file(tmp_path, "_helpers.py", "X = 1\n")
     assert [m.version for m in load_migrations(tmp_path)] == ["001_a"]

@@ -11,24 +11,7 @@ import asyncpg
 import pytest
 
 from archify_core import Engine, Outcome, TenantCreationError
-from tests.fleet import add_migration, keep_only, register_tenants
-
-
-async def _run(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _val(dsn: str, query: str) -> object:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchval(query)
-    finally:
-        await conn.close()
+from tests.fleet import add_migration, execute, fetchval, keep_only, register_tenants
 
 
 @pytest.mark.parametrize("sql, reaches", [
@@ -46,7 +29,7 @@ async def test_unqualified_names_never_leave_the_tenant_schema(
         assert (await engine.migrate("public")).ok
         await register_tenants(dsn, ["alpha", "beta"])
         assert (await engine.migrate("tenants")).ok
-    await _run(dsn, "CREATE TABLE tenant_beta.secrets (v text)",
+    await execute(dsn, "CREATE TABLE tenant_beta.secrets (v text)",
                "INSERT INTO tenant_beta.secrets VALUES ('beta only')",
                "CREATE FUNCTION public.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'")
     add_migration(migrations_dir, "003_probe", "tenant", sql)
@@ -55,10 +38,10 @@ async def test_unqualified_names_never_leave_the_tenant_schema(
     alpha = next(r for r in report.schemas if r.slug == "alpha")
     assert alpha.outcome is Outcome.FAILED, f"a tenant migration reached {reaches}"
     assert alpha.failure.sqlstate in {"42P01", "42883"}  # undefined table / function
-    assert await _val(dsn, "SELECT count(*) FROM public.tenants WHERE name = 'pwned'") == 0
-    assert await _val(dsn, "SELECT to_regclass('public.system_settings') IS NOT NULL")
-    assert await _val(dsn, "SELECT to_regclass('tenant_alpha.stolen')") is None
-    assert await _val(dsn, "SELECT to_regclass('public.stolen')") is None
+    assert await fetchval(dsn, "SELECT count(*) FROM public.tenants WHERE name = 'pwned'") == 0
+    assert await fetchval(dsn, "SELECT to_regclass('public.system_settings') IS NOT NULL")
+    assert await fetchval(dsn, "SELECT to_regclass('tenant_alpha.stolen')") is None
+    assert await fetchval(dsn, "SELECT to_regclass('public.stolen')") is None
 
 
 async def test_search_path_is_the_tenant_alone_and_does_not_leak_into_the_pool(
@@ -84,7 +67,7 @@ async def test_search_path_is_the_tenant_alone_and_does_not_leak_into_the_pool(
             await conn.close()
         assert row["path"].strip('"') == f"tenant_{slug}"  # the one schema, quoted or not
         assert row["schemas"] == [f"tenant_{slug}"]
-    assert await _val(dsn, "SELECT to_regclass('public.where_am_i')") is None
+    assert await fetchval(dsn, "SELECT to_regclass('public.where_am_i')") is None
 
 
 def _as_role(dsn: str, role: str) -> str:
@@ -102,7 +85,7 @@ async def test_rollout_with_a_role_that_owns_only_the_tenant_schemas(
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("public")).ok  # the database owner runs public ones
     database = dsn.split("?", 1)[0].rsplit("/", 1)[1]
-    await _run(
+    await execute(
         dsn,
         f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
         f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
@@ -127,12 +110,12 @@ async def test_rollout_with_a_role_that_owns_only_the_tenant_schemas(
         [foreign] = report.failed
         assert foreign.schema == "tenant_foreign" and foreign.failure.sqlstate == "42501"
         assert "permission denied for schema tenant_foreign" in foreign.failure.message
-        assert await _val(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = "
+        assert await fetchval(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = "
                                "'tenant_gamma'") == 0
 
         # with CREATE on the database and INSERT on the registry it may create tenants too;
         # with SELECT on public's ledger it may run `all` and `status` (public up to date)
-        await _run(dsn, f"GRANT SELECT ON public.schema_migrations TO {role}",
+        await execute(dsn, f"GRANT SELECT ON public.schema_migrations TO {role}",
                    f'GRANT CREATE ON DATABASE "{database}" TO {role}',
                    f"GRANT INSERT ON public.tenants TO {role}",
                    f"GRANT USAGE ON SEQUENCE public.tenants_id_seq TO {role}")
@@ -144,10 +127,10 @@ async def test_rollout_with_a_role_that_owns_only_the_tenant_schemas(
             status = await engine.status()
         assert {r.schema: r.outcome for r in again.schemas}["public"] is Outcome.UP_TO_DATE
         assert [t.slug for t in status.tenants if t.pending] == ["foreign"]
-        assert await _val(dsn, "SELECT nspowner::regrole::text FROM pg_namespace "
+        assert await fetchval(dsn, "SELECT nspowner::regrole::text FROM pg_namespace "
                                "WHERE nspname = 'tenant_gamma'") == role
     finally:
-        await _run(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
+        await execute(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
 
 
 async def test_a_role_without_read_access_gets_a_clear_error_not_a_traceback(
@@ -159,7 +142,7 @@ async def test_a_role_without_read_access_gets_a_clear_error_not_a_traceback(
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("public")).ok
     database = dsn.split("?", 1)[0].rsplit("/", 1)[1]
-    await _run(dsn, f"CREATE ROLE {role} LOGIN",
+    await execute(dsn, f"CREATE ROLE {role} LOGIN",
                f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
     try:
         for command in (["status"], ["all"], ["tenants"]):
@@ -170,7 +153,7 @@ async def test_a_role_without_read_access_gets_a_clear_error_not_a_traceback(
             assert "Traceback" not in output
             assert "permission denied" in output, output
     finally:
-        await _run(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
+        await execute(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
 
 
 def _doc_sql_blocks() -> list[str]:
@@ -193,7 +176,7 @@ async def test_the_security_doc_recipe_works(dsn: str, migrations_dir: Path) -> 
         .replace("DATABASE app", f'DATABASE "{database}"').replace(" PASSWORD '...'", "")
         for block in _doc_sql_blocks()[:2]
     )
-    await _run(dsn, grants, handover)
+    await execute(dsn, grants, handover)
     try:
         async with Engine(_as_role(dsn, migrator), migrations_dir,
                           load_entry_points=False) as engine:
@@ -214,5 +197,5 @@ async def test_the_security_doc_recipe_works(dsn: str, migrations_dir: Path) -> 
         finally:
             await conn.close()
     finally:
-        await _run(dsn, f"DROP OWNED BY {app}, {migrator} CASCADE",
+        await execute(dsn, f"DROP OWNED BY {app}, {migrator} CASCADE",
                    f"DROP ROLE {app}", f"DROP ROLE {migrator}")

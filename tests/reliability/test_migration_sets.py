@@ -13,19 +13,11 @@ import pytest
 
 from archify_core import Engine, MigrationSetError, Outcome, load_migrations
 from tests.conftest import EXAMPLE_MIGRATIONS
-from tests.fleet import add_migration, keep_only
+from tests.fleet import add_migration, keep_only, write_file
 from tests.reliability.helpers import assert_clean_error, cli
 
 HEADER = '"""\nx\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version}\n' \
          '# MIGRATION_DESCRIPTION: d\n"""\n'
-
-
-def _write(folder: Path, name: str, text: str | bytes) -> None:
-    path = folder / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
 
 
 def _valid(version: str, scope: str = "tenant", body: str = "UPGRADE_SQL = 'SELECT 1'") -> str:
@@ -35,47 +27,47 @@ def _valid(version: str, scope: str = "tenant", body: str = "UPGRADE_SQL = 'SELE
 # name -> (how to break the copy of the example set, what the error must say)
 DEFECTS: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "duplicate version": (
-        lambda f: _write(f, "006_dup.py", _valid("005_add_audit_logs")),
+        lambda f: write_file(f, "006_dup.py", _valid("005_add_audit_logs")),
         ["006_dup.py", "does not match the file name"]),
     "duplicate number": (
-        lambda f: _write(f, "005_other.py", _valid("005_other")),
+        lambda f: write_file(f, "005_other.py", _valid("005_other")),
         ["005_other.py", "duplicate number 005"]),
     "missing metadata": (
-        lambda f: _write(f, "006_nometa.py", "UPGRADE_SQL = 'SELECT 1'\n"),
+        lambda f: write_file(f, "006_nometa.py", "UPGRADE_SQL = 'SELECT 1'\n"),
         ["006_nometa.py", "missing metadata line '# MIGRATION_SCOPE"]),
     "bad scope": (
-        lambda f: _write(f, "006_scope.py", _valid("006_scope", scope="everywhere")),
+        lambda f: write_file(f, "006_scope.py", _valid("006_scope", scope="everywhere")),
         ["006_scope.py", "unknown MIGRATION_SCOPE 'everywhere'"]),
     "import error": (
-        lambda f: _write(f, "006_imp.py", _valid("006_imp", body="import no_such_module_xyz")),
+        lambda f: write_file(f, "006_imp.py", _valid("006_imp", body="import no_such_module_xyz")),
         ["006_imp.py", "failed to import: ModuleNotFoundError"]),
     "sys.exit() at import": (
-        lambda f: _write(f, "006_exit.py", _valid("006_exit", body="raise SystemExit(3)")),
+        lambda f: write_file(f, "006_exit.py", _valid("006_exit", body="raise SystemExit(3)")),
         ["006_exit.py", "failed to import: SystemExit"]),
     "runtime error in upgrade()": (
-        lambda f: _write(f, "006_raise.py", _valid(
+        lambda f: write_file(f, "006_raise.py", _valid(
             "006_raise", body="def upgrade():\n    return 1 / 0")),
         ["006_raise.py", "upgrade() raised ZeroDivisionError"]),
     "python syntax error": (
-        lambda f: _write(f, "006_syntax.py", _valid("006_syntax", body="UPGRADE_SQL = 'x' +")),
+        lambda f: write_file(f, "006_syntax.py", _valid("006_syntax", body="UPGRADE_SQL = 'x' +")),
         ["006_syntax.py", "Python syntax error at line"]),
     "empty file": (
-        lambda f: _write(f, "006_empty.py", ""),
+        lambda f: write_file(f, "006_empty.py", ""),
         ["006_empty.py", "file is empty"]),
     "empty SQL": (
-        lambda f: _write(f, "006_blank.py", _valid("006_blank", body="UPGRADE_SQL = '  '")),
+        lambda f: write_file(f, "006_blank.py", _valid("006_blank", body="UPGRADE_SQL = '  '")),
         ["006_blank.py", "is empty"]),
     "SQL not a string": (
-        lambda f: _write(f, "006_int.py", _valid("006_int", body="UPGRADE_SQL = 42")),
+        lambda f: write_file(f, "006_int.py", _valid("006_int", body="UPGRADE_SQL = 42")),
         ["006_int.py", "must be a SQL string"]),
     "non-UTF-8 file": (
-        lambda f: _write(f, "006_latin1.py", _valid("006_latin1").encode() + b"# caf\xe9\n"),
+        lambda f: write_file(f, "006_latin1.py", _valid("006_latin1").encode() + b"# caf\xe9\n"),
         ["006_latin1.py", "not valid UTF-8"]),
     "NUL byte": (
-        lambda f: _write(f, "006_nul.py", _valid("006_nul") + "\x00\n"),
+        lambda f: write_file(f, "006_nul.py", _valid("006_nul") + "\x00\n"),
         ["006_nul.py"]),
     "bad file name": (
-        lambda f: _write(f, "6-Bad Name.py", _valid("6-Bad Name")),
+        lambda f: write_file(f, "6-Bad Name.py", _valid("6-Bad Name")),
         ["6-Bad Name.py", "file name must look like"]),
 }
 
