@@ -72,6 +72,9 @@ class MigrationSet(Sequence[Migration]):
     def __init__(self, migrations: Sequence[Migration], directory: Path | None = None) -> None:
         self._migrations = tuple(migrations)
         self._by_version = {m.version: m for m in self._migrations}
+        # Planning asks for these once or twice per schema: computed once, not per tenant.
+        self._by_kind = {kind: tuple(m for m in self._migrations if m.applies_to(kind))
+                         for kind in (Scope.PUBLIC, Scope.TENANT)}
         self.directory = directory
 
     def __getitem__(self, index):  # type: ignore[override]
@@ -88,4 +91,4 @@ class MigrationSet(Sequence[Migration]):
 
     def for_kind(self, kind: Scope) -> tuple[Migration, ...]:
         """The migrations that run in a schema of `kind`, in order."""
-        return tuple(m for m in self._migrations if m.applies_to(kind))
+        return self._by_kind[kind]
