@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -149,8 +150,9 @@ class Engine:
             return FleetStatus(public, [], registry_exists=False)
         states = await ledger.read_tenant_states(conn, self._known_slugs(tenants))
         rows = []
-        async for batch in ledger.iter_tenant_states(conn, states):
-            rows.extend(schema_status(self.migrations, s) for s in batch)
+        async with ledger.tenant_state_batches(conn, states) as batches:
+            async for batch in batches:
+                rows.extend(schema_status(self.migrations, s) for s in batch)
         return FleetStatus(public, rows)
 
     async def list_tenants(self) -> list[ledger.Tenant]:
@@ -186,8 +188,8 @@ class Engine:
             if not tenant_states and target == "all" and not dry_run:
                 tenant_states = await self._tenant_states(conn, None, required=False)
         if tenant_states and not report.stopped_early:
-            await self._run(self._tenant_plans(conn, tenant_states, self._plan), report,
-                            max_failures, dry_run)
+            async with self._tenant_plans(conn, tenant_states, self._plan) as plans:
+                await self._run(plans, report, max_failures, dry_run)
         return await self._finished(report, started)
 
     async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
@@ -219,13 +221,20 @@ class Engine:
     def _plan(self, state: SchemaState) -> SchemaPlan:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
 
+    @asynccontextmanager
     async def _tenant_plans(
         self, conn: Queryable, states: list[SchemaState],
         plan: Callable[[SchemaState], SchemaPlan],
-    ) -> AsyncIterator[SchemaPlan]:
-        async for batch in ledger.iter_tenant_states(conn, states):
-            for state in batch:
-                yield plan(state)
+    ) -> AsyncIterator[AsyncIterator[SchemaPlan]]:
+        """The plans of `states`, made as their ledgers arrive (read ahead of the work)."""
+        async with ledger.tenant_state_batches(conn, states) as batches:
+
+            async def plans() -> AsyncIterator[SchemaPlan]:
+                async for batch in batches:
+                    for state in batch:
+                        yield plan(state)
+
+            yield plans()
 
     async def _run(
         self, plans: Iterable[SchemaPlan] | AsyncIterator[SchemaPlan], report: RolloutReport,
@@ -281,8 +290,8 @@ class Engine:
         else:
             states = await self._tenant_states(conn, slugs, required=True)
             await self._started(label, len(states), dry_run)
-            await self._run(self._tenant_plans(conn, states, plan), report,
-                            max_failures, dry_run)
+            async with self._tenant_plans(conn, states, plan) as plans:
+                await self._run(plans, report, max_failures, dry_run)
         return await self._finished(report, started)
 
     # -- tenants -----------------------------------------------------------------

@@ -89,3 +89,12 @@ class TenantCreationError(ArchifyError):
             f"creating tenant {slug!r} failed in {step}: {cause}{code}; "
             "it was rolled back, nothing was created"
         )
+
+
+def sole_error(group: BaseExceptionGroup) -> BaseException:
+    """The one error inside (nested) task-group wrappers, so callers catch the error
+    itself (asyncpg's, ours) rather than a group; a group of several stays a group."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner

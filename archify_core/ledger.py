@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import anyio
 import asyncpg
 
-from .errors import RegistryMissingError
+from .errors import RegistryMissingError, sole_error
 from .migration import Scope
 from .planning import PUBLIC_SCHEMA, LedgerShape, SchemaState
 from .sql import LEDGER_TABLE, quote_ident
@@ -25,7 +26,9 @@ from .tenants import SCHEMA_PREFIX, registry_problem
 # statement ends: 500 locks, or 2,000 with LEDGER_READERS batches at once, well
 # under the shared lock table (max_locks_per_transaction 64 x ~110 slots by default).
 LEDGER_BATCH = 250
-# Batches read at once when the reads go through a pool (see iter_tenant_states):
+# The first batch is short so that a rollout starts work while the rest is read.
+FIRST_BATCH = 32
+# Batches read at once when the reads go through a pool (see tenant_state_batches):
 # measured at 10,000 tenants on 2 cores, 1 reader 1.5 s, 2 readers 1.3-1.5 s, 4 readers 1.3 s.
 LEDGER_READERS = 4
 
@@ -170,34 +173,59 @@ async def with_applied(
     ]
 
 
-async def iter_tenant_states(
+def _waves(
+    states: Sequence[SchemaState], batch: int, readers: int
+) -> list[list[Sequence[SchemaState]]]:
+    """The ledger reads to make, as waves of up to `readers` chunks of `batch` schemas
+    read at once. The first wave is one short chunk, so that work can start on the
+    first schemas while the rest of the fleet is still being read."""
+    first = min(batch, FIRST_BATCH)
+    chunks = [states[start:start + batch] for start in range(first, len(states), batch)]
+    waves = [[states[:first]]] if states else []
+    return waves + [chunks[i:i + readers] for i in range(0, len(chunks), readers)]
+
+
+@asynccontextmanager
+async def tenant_state_batches(
     conn: Queryable, states: Sequence[SchemaState], batch: int = LEDGER_BATCH
-) -> AsyncIterator[list[SchemaState]]:
-    """Yield tenant states with their ledgers read, `batch` schemas at a time, in order.
+) -> AsyncIterator[AsyncIterator[list[SchemaState]]]:
+    """Tenant states with their ledgers read, `batch` schemas at a time, in order.
 
-    Given a pool, up to LEDGER_READERS batches are read at once on separate
-    connections: opening thousands of small tables is the server's work, and a
-    fresh backend builds each table's cache entry once, so spreading the batches
-    over backends uses every core of the server.
+    The ledgers are read ahead in a task of their own while the caller works on
+    the batches already delivered; at most a few batches wait in memory. Given a
+    pool, up to LEDGER_READERS batches are read at once on separate connections:
+    opening thousands of small tables is the server's work, and spreading it
+    over backends uses every core of the server. Use as::
+
+        async with tenant_state_batches(pool, states) as batches:
+            async for batch in batches: ...
     """
-    chunks = [states[start:start + batch] for start in range(0, len(states), batch)]
     readers = LEDGER_READERS if isinstance(conn, asyncpg.Pool) else 1
-    for wave in range(0, len(chunks), readers):
-        todo = chunks[wave:wave + readers]
-        if len(todo) == 1:
-            yield await with_applied(conn, todo[0])
-            continue
-        done: list[list[SchemaState]] = [[] for _ in todo]
+    send, receive = anyio.create_memory_object_stream[list[SchemaState]](readers)
 
-        async def read(i: int, todo: list[Sequence[SchemaState]] = todo,
-                       done: list[list[SchemaState]] = done) -> None:
-            done[i] = await with_applied(conn, todo[i])
+    async def read_ahead() -> None:
+        async with send:
+            for todo in _waves(states, batch, readers):
+                done: list[list[SchemaState]] = [[] for _ in todo]
 
-        async with anyio.create_task_group() as tg:
-            for i in range(len(todo)):
-                tg.start_soon(read, i)
-        for chunk in done:
-            yield chunk
+                async def read(i: int, todo: list[Sequence[SchemaState]] = todo,
+                               done: list[list[SchemaState]] = done) -> None:
+                    done[i] = await with_applied(conn, todo[i])
+
+                async with anyio.create_task_group() as readers_tg:
+                    for i in range(len(todo)):
+                        readers_tg.start_soon(read, i)
+                for chunk in done:
+                    await send.send(chunk)
+
+    try:
+        # receive closes last, after the reader task is done or cancelled
+        async with receive, anyio.create_task_group() as tg:
+            tg.start_soon(read_ahead)
+            yield receive
+            tg.cancel_scope.cancel()  # the caller stopped early: stop reading
+    except BaseExceptionGroup as group:
+        raise sole_error(group) from None
 
 
 async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
