@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode, urlunsplit
 from airflow.sdk import BaseHook, Connection
 
 from archify_core import Engine, MigrationSet
+from archify_core.event_loop import run_async
 
 # libpq/asyncpg connection parameters an Airflow connection's extra may carry.
 # Anything else in extra (the postgres provider's "cursor", "iam", ...) is not a
@@ -94,14 +95,12 @@ class ArchifyHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's "Test" button: open the engine (connects, reads the server's limits)."""
-        import anyio
-
         async def probe() -> None:
             async with Engine(self.get_dsn(), migrations=MigrationSet(()), load_entry_points=False):
                 pass
 
         try:
-            anyio.run(probe)
+            run_async(probe)
         except Exception as exc:  # the button shows the message; nothing to re-raise to
             return False, str(exc)
         return True, "Connection successfully tested"

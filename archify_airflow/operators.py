@@ -1,8 +1,8 @@
 """Airflow operators: thin callers of Archify's async Engine.
 
 Each operator builds its hook and Engine inside `execute` (never at DAG parse
-time), drives the async API with `anyio.run`, logs one line per schema and
-returns a small JSON-safe dict to XCom (see `archify_airflow.reports`).
+time), drives the async API with `run_async` (anyio, on uvloop when installed),
+logs one line per schema and returns a small JSON-safe dict to XCom (see `archify_airflow.reports`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 from airflow.sdk import BaseOperator, Context, SkipMixin
 from airflow.sdk.exceptions import AirflowException
 
@@ -30,6 +29,7 @@ from archify_core import (
     SchemaResult,
     TenantExistsError,
 )
+from archify_core.event_loop import run_async
 
 from .hooks import ArchifyHook
 from .reports import compact_report, compact_status, describe_failures
@@ -90,7 +90,7 @@ class ArchifyBaseOperator(BaseOperator):
             async with self.engine() as engine:
                 return await work(engine)
 
-        return anyio.run(main)
+        return run_async(main)
 
     def log_event(self, event: Event) -> None:
         """One task-log line per schema, plus retries, notices and the final summary."""

@@ -14,9 +14,8 @@ import argparse
 import json
 import time
 
-import anyio
-
 from archify_core import Engine
+from archify_core.event_loop import run_async
 
 from .peak_rss import report_at_exit
 
@@ -54,7 +53,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="bench_new_")
     args = parser.parse_args()
     report_at_exit()
-    result = anyio.run(measure, args.dsn, args.migrations, args.work, args.concurrency,
+    result = run_async(measure, args.dsn, args.migrations, args.work, args.concurrency,
                        args.count, args.prefix)
     print(json.dumps(result))
 

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import anyio
 import asyncpg
 
 from archify_core.engine import DEFAULT_CONCURRENCY
+from archify_core.event_loop import run_async
 
 from . import report, server
 from .fleet import SCENARIOS, build_fleet, load
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("postgres"))
     with server.server(args.dsn) as admin_dsn, tempfile.TemporaryDirectory() as tmp, \
             latency_proxy(admin_dsn, args.latency_ms) as port:
-        results = anyio.run(bench, args, admin_dsn, port, Path(tmp))
-        machine = anyio.run(report.machine, admin_dsn)
+        results = run_async(bench, args, admin_dsn, port, Path(tmp))
+        machine = run_async(report.machine, admin_dsn)
     text = report.render(results, machine_line=machine, command=command, repeats=args.repeats,
                          latency_ms=args.latency_ms, wall_s=time.perf_counter() - started,
                          rtt=getattr(args, "rtt", None))

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import anyio
 import asyncpg
 import click
 from rich.console import Console
@@ -23,6 +22,7 @@ from rich.console import Console
 from ..dsn import dsn_from_env
 from ..engine import DEFAULT_CONCURRENCY, Engine
 from ..errors import ArchifyError, TenantCreationError, TenantExistsError
+from ..event_loop import run_async
 from ..loader import load_migrations
 from ..migration import MigrationSet, Scope
 from ..plugins import load_plugin_reference
@@ -78,7 +78,7 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
                 async with settings.engine(dsn, output) as engine:
                     return await work(engine)
 
-            return anyio.run(main)
+            return run_async(main)
     except TenantCreationError as exc:
         fail(str(exc), EXIT_FAILED)
     except ArchifyError as exc:
@@ -92,7 +92,7 @@ def _embedded(stack: ExitStack) -> str:
     from ..embedded import DATABASE, data_dir, embedded_server, with_database
 
     base = stack.enter_context(embedded_server(data_dir()))
-    anyio.run(_ensure_database, base, DATABASE)
+    run_async(_ensure_database, base, DATABASE)
     return with_database(base, DATABASE)
 
 
