@@ -74,6 +74,7 @@ def load_migration_file(path: Path) -> Migration:
     source = _read_source(path)
     metadata = _parse_metadata(path, source)
     problems = _metadata_problems(path, metadata)
+    upgrade_py = downgrade_py = None  # a file that fails to import has neither
     try:
         module = _import(path)
         upgrade_py = _python_step(module, "upgrade")

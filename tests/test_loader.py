@@ -72,6 +72,10 @@ GOOD_HEAD = '"""\nx\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version
     ("1a-b.py", 'UPGRADE_SQL = "SELECT 1"\n', "file name must look like"),
     ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a")
      + 'UPGRADE_SQL = 42\n', "must be a SQL string"),
+    ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a").replace(
+        "d\n", "d\n# MIGRATION_TRANSACTION: false\n", 1)
+     + 'import no_such_module_xyz\nUPGRADE_SQL = "SELECT 1"\n',
+     "failed to import: ModuleNotFoundError"),
 ])
 def test_each_defect_is_reported_with_the_file_name(
     tmp_path: Path, name: str, text: str | bytes, expected: str | None
