@@ -47,7 +47,7 @@ def make_plugin_manager(
     try:
         pm.register(default_plugins, name=DEFAULTS)
         if load_entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            _load_entry_points(pm)
         for plugin in plugins:
             if not pm.is_registered(plugin):
                 pm.register(plugin)
@@ -77,14 +77,31 @@ def plugin_label(plugin: object, name: str | None = None) -> str:
     return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
 
 
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except pluggy.PluginValidationError:
+        raise
+    except Exception as exc:  # a broken installed plugin: name it instead of a traceback
+        raise ConfigurationError(
+            f"cannot load a plugin of entry-point group {ENTRY_POINT_GROUP!r}: "
+            f"{type(exc).__name__}: {exc}; uninstall it or block it with --block-plugin"
+        ) from None
+
+
 def load_plugin_reference(reference: str) -> object:
     """Import 'package.module:object' (or just 'package.module') for --plugin."""
     module_name, _, attribute = reference.partition(":")
+    if not module_name:
+        raise ConfigurationError(
+            f"cannot load plugin {reference!r}: expected 'package.module' or "
+            "'package.module:object'")
     try:
         module = importlib.import_module(module_name)
         return getattr(module, attribute) if attribute else module
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load plugin {reference!r}: {exc}") from None
+    except Exception as exc:  # ImportError, AttributeError, or the module itself raising
+        raise ConfigurationError(
+            f"cannot load plugin {reference!r}: {type(exc).__name__}: {exc}") from None
 
 
 async def await_me_maybe(value: Any) -> Any:

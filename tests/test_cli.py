@@ -17,13 +17,14 @@ from tests.fleet import add_migration, column_exists, fetchval, ledger_versions
 
 
 def archify(*args: str, dsn: str | None = None, migrations: Path | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+            cwd: Path | None = None, **env_vars: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "archify_core"]
     if dsn:
         command += ["--dsn", dsn]
     if migrations:
         command += ["--migrations", str(migrations)]
     env = {k: v for k, v in os.environ.items() if k not in ("ARCHIFY_DSN", "DATABASE_URL")}
+    env.update(env_vars)
     return subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=120)
 
@@ -104,6 +105,16 @@ def test_bad_input_exits_2_without_a_traceback(dsn: str, migrations_dir: Path) -
 
     missing = archify("status", migrations=migrations_dir / "nope", dsn=dsn)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+    # `--dsn "$UNSET_VARIABLE"` must not fall through to DATABASE_URL and migrate it
+    empty = archify("--dsn", "", "public", migrations=migrations_dir, DATABASE_URL=dsn)
+    assert empty.returncode == 2 and "--dsn is empty" in empty.stderr
+
+    for reference in (":x", "no_such_plugin_module_xyz:plugin"):
+        plugin = archify("--plugin", reference, "public", dsn=dsn, migrations=migrations_dir)
+        assert plugin.returncode == 2 and f"cannot load plugin {reference!r}" in plugin.stderr
+        assert "Traceback" not in plugin.stderr
+    assert asyncio_run(fetchval(dsn, "SELECT to_regclass('public.schema_migrations')")) is None
 
 
 @pytest.fixture

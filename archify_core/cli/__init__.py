@@ -21,7 +21,7 @@ from rich.console import Console
 
 from ..dsn import dsn_from_env
 from ..engine import DEFAULT_CONCURRENCY, Engine
-from ..errors import ArchifyError, TenantCreationError, TenantExistsError
+from ..errors import ArchifyError, ConfigurationError, TenantCreationError, TenantExistsError
 from ..event_loop import run_async
 from ..loader import load_migrations
 from ..migration import MigrationSet, Scope
@@ -72,6 +72,10 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
     Engine on it and run `work`; map Archify's errors to a message and exit code 2."""
     try:
         with ExitStack() as stack:
+            if settings.dsn is not None and not settings.dsn.strip():
+                # `--dsn "$PROD_DSN"` with the variable unset must not migrate another database
+                raise ConfigurationError("--dsn is empty; give a DSN, or leave the option out "
+                                         "to use ARCHIFY_DSN, DATABASE_URL or the embedded server")
             dsn = settings.dsn or dsn_from_env() or _embedded(stack)
 
             async def main() -> T:
@@ -83,9 +87,11 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
         fail(str(exc), EXIT_FAILED)
     except ArchifyError as exc:
         fail(str(exc), EXIT_USAGE)
-    except asyncpg.PostgresError as exc:  # e.g. the role may not read public.tenants
+    except asyncpg.InsufficientPrivilegeError as exc:  # e.g. the role may not read the registry
         fail(f"the database refused: {exc} (SQLSTATE {exc.sqlstate}); check the role's "
              "privileges (docs/security.md)", EXIT_USAGE)
+    except asyncpg.PostgresError as exc:  # e.g. a lock timeout while dropping a tenant
+        fail(f"the database refused: {exc} (SQLSTATE {exc.sqlstate})", EXIT_USAGE)
 
 
 def _embedded(stack: ExitStack) -> str:
