@@ -130,12 +130,14 @@ async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None
                     return None
             except asyncpg.PostgresError as exc:
                 await _rollback(conn)
-                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                if exc.sqlstate in RETRYABLE_SQLSTATES and step.retryable:
                     raise _Retry(_describe(exc)) from exc
                 raise
     except asyncpg.TooManyConnectionsError as exc:  # another client took the slots meanwhile
         raise _Retry(f"no free connection slot: {_describe(exc)}") from exc
     except CONNECTION_ERRORS as exc:
+        if not step.retryable:
+            raise
         raise _Retry(f"connection lost: {_describe(exc)}") from exc
     return AppliedMigration(step.migration.version, (time.perf_counter() - started) * 1000)
 

@@ -73,8 +73,9 @@ def millis(seconds: float | None) -> str:
     return quote_literal(f"{round(seconds * 1000) if seconds else 0}ms")
 
 
-def schema_lock_sql(schema: str) -> str:
-    return f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, hashtext({quote_literal(schema)}))"
+def lock_key(schema: str) -> str:
+    """The arguments of the schema's advisory lock: pg_advisory_*lock(<key>)."""
+    return f"{ADVISORY_LOCK_CLASS}, hashtext({quote_literal(schema)})"
 
 
 def transaction_prelude(
@@ -89,7 +90,7 @@ def transaction_prelude(
     """
     return (
         f"SET LOCAL lock_timeout = {millis(runner_wait)};\n"
-        f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, hashtext({quote_literal(schema)})),"
+        f"SELECT pg_advisory_xact_lock({lock_key(schema)}),"
         f" set_config('search_path', {quote_literal(quote_ident(schema))}, true),"
         f" set_config('lock_timeout', {millis(lock_timeout)}, true),"
         f" set_config('statement_timeout', {millis(statement_timeout)}, true);\n"
@@ -135,7 +136,7 @@ def downgrade_script(
         raise ValueError(f"{migration.version} has no downgrade SQL")
     return _step_script(
         schema,
-        guard_sql(schema, migration.version, applied=False)
+        guard_sql(schema, migration.version)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
         + unrecord_sql(schema, migration)
         + session_reset(migration.downgrade_sql),
@@ -177,20 +178,18 @@ def _step_script(
     )
 
 
-def guard_sql(schema: str, version: str, *, applied: bool) -> str:
-    """Stop if another runner already did this step (applied, or reverted). Rollbacks
-    use it; upgrades rely on the ledger's unique version instead (free).
+def guard_sql(schema: str, version: str) -> str:
+    """Stop a rollback step if another runner already reverted it (the version is no
+    longer in the ledger). Upgrades rely on the ledger's unique version instead (free).
 
     A statement of its own, after the lock, so its snapshot sees what the other
     runner committed while we waited. Plain SQL rather than a DO block (which
     compiles PL/pgSQL on every call): when the step is done already, the CASE
     yields a marked string whose cast to int fails.
     """
-    condition = "EXISTS" if applied else "NOT EXISTS"
-    state = "already applied" if applied else "not applied"
     literal = quote_literal(version)
-    message = quote_literal(f"{GUARD_MARK}: migration {version} is {state}")
-    return (f"SELECT CAST(CASE WHEN {condition} (SELECT 1 FROM {ledger_name(schema)} "
+    message = quote_literal(f"{GUARD_MARK}: migration {version} is not applied")
+    return (f"SELECT CAST(CASE WHEN NOT EXISTS (SELECT 1 FROM {ledger_name(schema)} "
             f"WHERE version = {literal}) THEN {message} END AS int);\n")
 
 

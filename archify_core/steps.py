@@ -16,23 +16,24 @@ done it, and raises the server's error otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import anyio
 import asyncpg
 
 from .migration import Migration
 from .planning import Direction
 from .sql import (
-    ADVISORY_LOCK_CLASS,
     create_ledger_sql,
     downgrade_script,
     guard_sql,
     is_guard_stop,
     is_recorded_already,
     ledger_name,
+    lock_key,
     millis,
     quote_ident,
-    quote_literal,
     record_sql,
     split_statements,
     transaction_prelude,
@@ -71,9 +72,18 @@ class Step:
     def up(self) -> bool:
         return self.direction is Direction.UP
 
+    @property
+    def retryable(self) -> bool:
+        """Whether a failed attempt may simply be run again. Not outside a transaction:
+        the statements sent before the failure stay (e.g. an INVALID index left by
+        CREATE INDEX CONCURRENTLY, which must be dropped by hand first)."""
+        return self.migration.transactional
+
     async def run(self, conn: asyncpg.Connection) -> bool:
-        if self.migration.is_python:
-            return await self._python(conn)
+        # the step's own kind: an upgrade in SQL may have a Python downgrade, and back
+        python_step = self.migration.upgrade_py if self.up else self.migration.downgrade_py
+        if python_step is not None:
+            return await self._python(conn, python_step)
         if not self.migration.transactional:
             return await self._outside_transaction(conn)
         return await self._script(conn)
@@ -94,9 +104,9 @@ class Step:
             return False
         return True
 
-    async def _python(self, conn: asyncpg.Connection) -> bool:
-        step = self.migration.upgrade_py if self.up else self.migration.downgrade_py
-        assert step is not None
+    async def _python(
+        self, conn: asyncpg.Connection, step: Callable[[asyncpg.Connection], Awaitable[None]]
+    ) -> bool:
         try:
             async with conn.transaction():
                 await conn.execute(self._opening())
@@ -111,7 +121,7 @@ class Step:
     async def _outside_transaction(self, conn: asyncpg.Connection) -> bool:
         sql = self.migration.upgrade_sql if self.up else self.migration.downgrade_sql
         assert sql is not None
-        key = f"{ADVISORY_LOCK_CLASS}, hashtext({quote_literal(self.schema)})"
+        key = lock_key(self.schema)
         await conn.execute(f"SET lock_timeout = {millis(self.options.runner_wait)}; "
                            f"SELECT pg_advisory_lock({key})")
         try:
@@ -132,8 +142,10 @@ class Step:
                                else unrecord_sql(self.schema, self.migration))
             return True
         finally:
-            if not conn.is_closed():
-                await conn.execute(f"RESET ALL; SELECT pg_advisory_unlock({key})")
+            # shielded: a cancelled rollout must not hand the pool a connection that
+            # still holds the schema's session lock (or our session settings)
+            with anyio.CancelScope(shield=True):
+                await _release_session(conn, key)
 
     def _done_already(self, exc: asyncpg.PostgresError) -> bool:
         return is_guard_stop(exc) or is_recorded_already(exc, self.schema)
@@ -144,7 +156,18 @@ class Step:
         if self.up:
             ledger = create_ledger_sql(self.schema) if self.ensure_ledger else ""
             return prelude + ledger + record_sql(self.schema, self.migration)
-        return prelude + guard_sql(self.schema, self.migration.version, applied=False)
+        return prelude + guard_sql(self.schema, self.migration.version)
 
     def _closing(self) -> str:
         return "" if self.up else unrecord_sql(self.schema, self.migration)
+
+
+async def _release_session(conn: asyncpg.Connection, key: str) -> None:
+    """Undo a session-level step's lock and settings; a connection where that fails is
+    closed, never returned to the pool holding them."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute(f"RESET ALL; SELECT pg_advisory_unlock({key})")
+    except Exception:  # the step's own error, if any, is what the caller reports
+        conn.terminate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from archify_core import Engine, MigrationSetError, Outcome, load_migrations
@@ -144,3 +145,77 @@ def test_python_migration_checks(tmp_path: Path) -> None:
             "006_index_names", "006_backfill_names"))
     with pytest.raises(MigrationSetError, match="must be true or false"):
         load_migrations(tmp_path)
+
+
+MIXED_SQL_UP_PYTHON_DOWN = '''"""
+Add a nickname column; its rollback is Python
+
+# MIGRATION_SCOPE: tenant
+# MIGRATION_VERSION: 006_nickname
+# MIGRATION_DESCRIPTION: nickname
+"""
+
+UPGRADE_SQL = "ALTER TABLE users ADD COLUMN nickname TEXT"
+
+
+async def downgrade(conn):
+    await conn.execute("ALTER TABLE users DROP COLUMN nickname")
+'''
+
+MIXED_PYTHON_UP_SQL_DOWN = '''"""
+Add a motto column from Python; its rollback is SQL
+
+# MIGRATION_SCOPE: tenant
+# MIGRATION_VERSION: 007_motto
+# MIGRATION_DESCRIPTION: motto
+"""
+
+
+async def upgrade(conn):
+    await conn.execute("ALTER TABLE users ADD COLUMN motto TEXT")
+
+DOWNGRADE_SQL = "ALTER TABLE users DROP COLUMN motto"
+'''
+
+
+async def _has_column(dsn: str, schema: str, column: str) -> bool:
+    return bool(await fetchval(
+        dsn, "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 "
+             "AND table_name = 'users' AND column_name = $2", schema, column))
+
+
+async def test_upgrade_and_downgrade_of_different_kinds_each_run_their_own_way(
+    dsn: str, migrations_dir: Path
+) -> None:
+    await _fleet(dsn, migrations_dir, ["acme"])
+    (migrations_dir / "006_nickname.py").write_text(MIXED_SQL_UP_PYTHON_DOWN)
+    (migrations_dir / "007_motto.py").write_text(MIXED_PYTHON_UP_SQL_DOWN)
+    async with Engine(dsn, migrations_dir) as engine:
+        assert (await engine.migrate("tenants")).ok
+        assert await _has_column(dsn, "tenant_acme", "nickname")
+        assert await _has_column(dsn, "tenant_acme", "motto")
+        back = await engine.rollback(["acme"], steps=2)
+    assert back.ok, back.failed
+    assert not await _has_column(dsn, "tenant_acme", "nickname")
+    assert not await _has_column(dsn, "tenant_acme", "motto")
+    assert (await ledger_versions(dsn, "tenant_acme"))[-1] == "005_add_audit_logs"
+
+
+async def test_a_failed_non_transactional_step_is_not_retried(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Its statements before the failure stay, so running it again is not safe: one
+    attempt, reported, and no ledger row."""
+    await _fleet(dsn, migrations_dir, ["acme"])
+    (migrations_dir / "006_index_names.py").write_text(CONCURRENT_INDEX)
+    holder = await asyncpg.connect(dsn)
+    try:
+        await holder.execute("BEGIN; LOCK TABLE tenant_acme.users IN ACCESS EXCLUSIVE MODE")
+        async with Engine(dsn, migrations_dir, lock_timeout=0.2, retries=3,
+                          retry_backoff=0.01) as engine:
+            report = await engine.migrate("tenants")
+    finally:
+        await holder.close()
+    [result] = report.failed
+    assert result.failure.sqlstate == "55P03" and result.failure.attempts == 1
+    assert "006_index_names" not in await ledger_versions(dsn, "tenant_acme")
