@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
+import anyio
 import asyncpg
 import pluggy
 
@@ -90,10 +91,10 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self.migrations = (
-            self._migrations_source if isinstance(self._migrations_source, MigrationSet)
-            else load_migrations(self._migrations_source)
-        )
+        source = self._migrations_source
+        # importing the files runs their code: off the event loop, which may be an app's
+        self.migrations = (source if isinstance(source, MigrationSet)
+                           else await anyio.to_thread.run_sync(load_migrations, source))
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session,

@@ -21,7 +21,13 @@ from .errors import (
 from .execution import ExecutionOptions
 from .migration import MigrationSet, Scope
 from .plugins import call_hook
-from .sql import CreationChunk, creation_chunks, drop_schema_sql, transaction_prelude
+from .sql import (
+    CreationChunk,
+    creation_chunks,
+    drop_schema_sql,
+    quote_literal,
+    transaction_prelude,
+)
 from .tenants import schema_for
 
 
@@ -40,11 +46,7 @@ async def create_tenant(
     name = name or slug
     if not await ledger.registry_exists(conn):
         raise RegistryMissingError()
-    to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
-    chunks = creation_chunks(
-        schema, to_apply, lock_timeout=options.lock_timeout,
-        statement_timeout=options.statement_timeout, runner_wait=options.runner_wait,
-    )
+    chunks = creation_sql(migrations, slug, migrate=migrate, options=options)
     step = "creating the schema"
     try:
         async with conn.transaction():
@@ -68,6 +70,23 @@ async def create_tenant(
     except Exception as exc:
         raise TenantCreationError(slug, step, exc) from exc
     return ledger.Tenant(slug, schema, name)
+
+
+def creation_sql(
+    migrations: MigrationSet, slug: str, *, migrate: bool, options: ExecutionOptions
+) -> list[CreationChunk]:
+    """What `create_tenant` sends before the seed hook and the registry row: schema,
+    ledger and every tenant migration (pure; `--dry-run` prints it)."""
+    to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
+    return creation_chunks(schema_for(slug), to_apply, **options.timeouts)
+
+
+def drop_sql(slug: str, *, options: ExecutionOptions) -> str:
+    """What `drop_tenant` sends, in its order (pure; `--dry-run` prints it)."""
+    schema = schema_for(slug)
+    return (transaction_prelude(schema, **options.timeouts)
+            + f"DELETE FROM public.tenants WHERE slug = {quote_literal(slug)};\n"
+            + f"{drop_schema_sql(schema)};\n")
 
 
 async def _run_chunk(conn: asyncpg.Connection, chunk: CreationChunk, slug: str,
@@ -116,19 +135,17 @@ async def drop_tenant(
     transaction, under the schema's advisory lock so no rollout is migrating it."""
     schema = schema_for(slug)
     async with conn.transaction():
-        await conn.execute(
-            transaction_prelude(schema, lock_timeout=options.lock_timeout,
-                                statement_timeout=options.statement_timeout,
-                                runner_wait=options.runner_wait)
-        )
-        name = None
+        await conn.execute(transaction_prelude(schema, **options.timeouts))
+        deleted = None
         if await ledger.registry_exists(conn):
-            name = await conn.fetchval(
-                "DELETE FROM public.tenants WHERE slug = $1 RETURNING name::text", slug)
+            # registries adopted from older tools may have no name column
+            name = "name::text" if "name" in await ledger.registry_columns(conn) else "NULL"
+            deleted = await conn.fetchrow(
+                f"DELETE FROM public.tenants WHERE slug = $1 RETURNING {name} AS name", slug)
         exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
-        if name is None and not exists:
+        if deleted is None and not exists:
             raise TenantNotFoundError(
                 f"tenant {slug!r} does not exist: not in public.tenants and no schema {schema}")
         if exists:
             await conn.execute(drop_schema_sql(schema))
-    return ledger.Tenant(slug, schema, name)
+    return ledger.Tenant(slug, schema, deleted["name"] if deleted else None)

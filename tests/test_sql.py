@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from archify_core import InvalidSlugError, schema_for, validate_slug
+from archify_core import InvalidSlugError, load_migrations, schema_for, validate_slug
 from archify_core.migration import Migration, Scope
 from archify_core.sql import quote_ident, quote_literal, upgrade_script
+from archify_core.steps import ExecutionOptions
+from archify_core.tenant_lifecycle import creation_sql, drop_sql
+from tests.conftest import EXAMPLE_MIGRATIONS
 
 
 def test_identifiers_and_literals_are_always_quoted() -> None:
@@ -55,3 +58,18 @@ def test_invalid_slugs_are_refused_with_a_reason(slug: str, reason: str) -> None
     with pytest.raises(InvalidSlugError) as caught:
         validate_slug(slug)
     assert reason in str(caught.value)
+
+
+def test_tenant_dry_runs_show_what_creation_and_drop_send() -> None:
+    options = ExecutionOptions()
+    drop = drop_sql("acme", options=options)
+    assert "SET LOCAL lock_timeout = '120000ms'" in drop  # the real runner wait, not 0
+    assert (drop.index("pg_advisory_xact_lock")
+            < drop.index("DELETE FROM public.tenants WHERE slug = 'acme'")
+            < drop.index('DROP SCHEMA "tenant_acme" CASCADE'))
+    [chunk] = creation_sql(load_migrations(EXAMPLE_MIGRATIONS), "acme", migrate=True,
+                           options=options)
+    assert "SET LOCAL lock_timeout = '120000ms'" in chunk.sql
+    assert chunk.sql.count("INSERT INTO \"tenant_acme\".schema_migrations") == 3
+    with pytest.raises(InvalidSlugError):
+        drop_sql("Robert'); DROP TABLE tenants;--", options=options)

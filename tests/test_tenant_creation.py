@@ -104,3 +104,18 @@ async def test_failure_at_the_registry_step_leaves_no_schema(dsn: str, migration
             await engine.create_tenant("acme")
     assert await fetchval(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme'") == 0
     assert await fetchval(dsn, "SELECT name FROM public.tenants WHERE slug = 'acme'") == "stale"
+
+
+async def test_drop_tenant_on_a_registry_without_a_name_column(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Registries adopted from older tools may lack `name`: creating and dropping work."""
+    async with Engine(dsn, migrations_dir) as engine:
+        await engine.migrate("public")
+        await fetchval(dsn, "ALTER TABLE public.tenants DROP COLUMN name")
+        await engine.create_tenant("oldco")
+        assert await fetchval(dsn, "SELECT count(*) FROM public.tenants") == 1
+        dropped = await engine.drop_tenant("oldco")
+    assert dropped.slug == "oldco" and dropped.name is None
+    assert await fetchval(dsn, "SELECT count(*) FROM public.tenants") == 0
+    assert await fetchval(dsn, "SELECT to_regnamespace('tenant_oldco')") is None

@@ -28,7 +28,8 @@ from ..migration import MigrationSet, Scope
 from ..plugins import load_plugin_reference
 from ..report import RolloutReport
 from ..scaffold import new_migration
-from ..sql import creation_chunks, drop_schema_sql
+from ..steps import ExecutionOptions
+from ..tenant_lifecycle import creation_sql, drop_sql
 from ..tenants import schema_for
 from .progress import RolloutOutput
 from .render import closing_lines, rollout_title, status_lines
@@ -51,10 +52,23 @@ class Settings:
     allow_out_of_order: bool
     blocked_plugins: tuple[str, ...] = ()
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    _loaded: MigrationSet | None = field(default=None, repr=False)
+
+    def migration_set(self) -> MigrationSet:
+        """The migration files, loaded (and their code run) once per command."""
+        if self._loaded is None:
+            self._loaded = load_migrations(self.migrations)
+        return self._loaded
+
+    @property
+    def options(self) -> ExecutionOptions:
+        return ExecutionOptions(lock_timeout=self.lock_timeout,
+                                statement_timeout=self.statement_timeout, retries=self.retries)
 
     def engine(self, dsn: str, output: RolloutOutput | None = None) -> Engine:
         return Engine(
-            dsn, self.migrations, concurrency=self.concurrency, lock_timeout=self.lock_timeout,
+            dsn, self.migration_set(), concurrency=self.concurrency,
+            lock_timeout=self.lock_timeout,
             statement_timeout=self.statement_timeout, retries=self.retries,
             allow_out_of_order=self.allow_out_of_order,
             plugins=[load_plugin_reference(p) for p in self.plugins],
@@ -226,7 +240,7 @@ def _drive(settings: Settings, work: Callable[[Engine], Awaitable[RolloutReport]
 
 def _load(settings: Settings) -> MigrationSet:
     try:
-        return load_migrations(settings.migrations)
+        return settings.migration_set()
     except ArchifyError as exc:
         fail(str(exc), EXIT_USAGE)
 
@@ -252,10 +266,9 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
                   no_migrate: bool, if_not_exists: bool, dry_run: bool) -> None:
     """Create a tenant: schema, every tenant migration, seed, registry row — all or nothing."""
     if dry_run:
-        migrations = _load(settings).for_kind(Scope.TENANT) if not no_migrate else ()
-        chunks = _guarded(lambda: creation_chunks(
-            schema_for(slug), migrations, lock_timeout=settings.lock_timeout,
-            statement_timeout=settings.statement_timeout, runner_wait=None))
+        migrations = _load(settings)
+        chunks = _guarded(lambda: creation_sql(migrations, slug, migrate=not no_migrate,
+                                               options=settings.options))
         settings.print(f"-- dry run: create tenant {slug} (one transaction; "
                        "then the seed_admin hook and the public.tenants row)")
         settings.print(*(c.sql if c.python is None else
@@ -294,8 +307,7 @@ def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None
     schema = _guarded(lambda: schema_for(slug))
     if dry_run:
         settings.print(f"-- dry run: drop tenant {slug} (one transaction)",
-                       f"{drop_schema_sql(schema)};",
-                       f"DELETE FROM public.tenants WHERE slug = '{slug}';")
+                       drop_sql(slug, options=settings.options) + "COMMIT;")
         return
     if not yes:
         if not sys.stdin.isatty():
