@@ -146,8 +146,9 @@ async def _in_batches(dsn: str, n: int, script: Callable[[str], str]) -> None:
 async def reset_fleet(dsn: str, migrations: MigrationSet, before: tuple[str, ...], n: int) -> None:
     """Back to the scenario's starting state after a run, in place: every migration applied
     since is reverted with its own downgrade SQL and its ledger row deleted. Much faster than
-    copying a template database (see docs/performance.md), and the catalogs are vacuumed so
-    repeats do not pile up dead catalog rows."""
+    copying a template database (see docs/performance.md), the catalogs are vacuumed so
+    repeats do not pile up dead catalog rows, and the fleet is settled (see settle) so the
+    next timed run does not pay for hint bits on the deleted ledger rows or a checkpoint."""
     undo = [m for m in reversed(migrations.for_kind(Scope.TENANT)) if m.version not in before]
 
     def script(schema: str) -> str:
@@ -169,6 +170,7 @@ async def reset_fleet(dsn: str, migrations: MigrationSet, before: tuple[str, ...
         await conn.execute(f"VACUUM ANALYZE {', '.join(CATALOGS)}")
     finally:
         await conn.close()
+    await settle(dsn, n)
 
 
 def load(scenario: Scenario, root: Path) -> MigrationSet:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from archify_core.engine import DEFAULT_CONCURRENCY
+
 from .scenarios import Result
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -61,8 +63,10 @@ def concurrency_table(results: Sequence[Result]) -> list[str]:
     if not rows:
         return []
     tools = sorted({t for r in rows for t in r.times if t.startswith("archify")},
-                   key=lambda t: int(t.removeprefix("archify-c")) if t != "archify" else 8)
-    label = {t: ("8 (default)" if t == "archify" else t.removeprefix("archify-c")) for t in tools}
+                   key=lambda t: (int(t.removeprefix("archify-c")) if t != "archify"
+                                  else DEFAULT_CONCURRENCY))
+    label = {t: (f"{DEFAULT_CONCURRENCY} (default)" if t == "archify"
+                 else t.removeprefix("archify-c")) for t in tools}
     lines = ["| scenario | N | " + " | ".join(f"c={label[t]} (s)" for t in tools) + " |",
              "| --- | ---: |" + " ---: |" * len(tools)]
     for r in rows:

@@ -6,12 +6,14 @@ fleet, and its result is verified before its time is recorded.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.migration import MigrationSet, Scope
 from archify_core.sql import quote_literal
 
@@ -61,7 +63,7 @@ class Result:
 
 
 def archify_tool(c: int) -> str:
-    return "archify" if c == 8 else f"archify-c{c}"
+    return "archify" if c == DEFAULT_CONCURRENCY else f"archify-c{c}"
 
 
 Run = Callable[[str], Coroutine[Any, Any, tools.Measured]]
@@ -70,10 +72,13 @@ Run = Callable[[str], Coroutine[Any, Any, tools.Measured]]
 async def _timed_runs(ctx: Context, scenario: Scenario, n: int, db: str,
                       migrations: MigrationSet, runs: dict[str, Run], result: Result,
                       changes: bool) -> None:
-    """Each repeat runs every tool once, in a rotated order, verifies the fleet before
-    keeping the time and, if the tool changed the fleet, puts it back (untimed)."""
+    """Each repeat runs every tool once, verifies the fleet before keeping the time and, if
+    the tool changed the fleet, puts it back (untimed). The order is a seeded shuffle of the
+    tools rotated by one per repeat: every tool is equally likely to run first, and over
+    len(tools) repeats each runs once in every position."""
     schemas = [tenant_schema(i) for i in range(n)]
     names = list(runs)
+    random.Random(f"{scenario.name}:{n}").shuffle(names)
     admin_db = server.database_dsn(ctx.admin_dsn, db)
     for r in range(ctx.repeats):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -146,17 +151,19 @@ async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
 
 async def run_create_tenant(ctx: Context, scenario: Scenario, n: int, db: str,
                             migrations: MigrationSet) -> Result:
-    """p50/p95 of creating one tenant while `n` exist: archify vs the same DDL by hand."""
+    """p50/p95 of creating one tenant while `n` exist: archify vs the same DDL by hand,
+    which of the two goes first alternating per repeat."""
     mdir = scenario.migrations_dir(ctx.root)
     dsn = ctx.tool_dsn(db)
     result = Result(scenario.name, n)
     created: list[str] = []
     tenant = migrations.for_kind(Scope.TENANT)
     for r in range(ctx.repeats):
-        measured = tools.archify_api(dsn, mdir, "create", count=CREATE_COUNT,
-                                     prefix=f"bench_a{r}_")
-        result.add("archify", measured)
-        created += [f"tenant_bench_a{r}_{i:04d}" for i in range(CREATE_COUNT)]
+        async def archify(r: int = r) -> None:
+            result.add("archify", tools.archify_api(dsn, mdir, "create", count=CREATE_COUNT,
+                                                    prefix=f"bench_a{r}_"))
+            created.extend(f"tenant_bench_a{r}_{i:04d}" for i in range(CREATE_COUNT))
+
         scripts = []
         for i in range(CREATE_COUNT):
             slug = f"bench_h{r}_{i:04d}"
@@ -165,8 +172,13 @@ async def run_create_tenant(ctx: Context, scenario: Scenario, n: int, db: str,
                                   f"schema_name) VALUES ({quote_literal(slug)}, "
                                   f"{quote_literal(slug)}, {quote_literal('tenant_' + slug)});"
                                   "\nCOMMIT;"))
-        result.add("by-hand", await tools.create_by_hand(dsn, scripts))
-        created += [f"tenant_{s}" for s, _ in scripts]
+
+        async def by_hand(scripts: list[tuple[str, str]] = scripts) -> None:
+            result.add("by-hand", await tools.create_by_hand(dsn, scripts))
+            created.extend(f"tenant_{s}" for s, _ in scripts)
+
+        for step in ((archify, by_hand) if r % 2 == 0 else (by_hand, archify)):
+            await step()
         ctx.log(f"  create-tenant N={n} repeat {r + 1}: archify p50 "
                 f"{result.p('archify', 50) * 1000:.1f} ms, by hand "
                 f"{result.p('by-hand', 50) * 1000:.1f} ms")

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 
+from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.migration import Migration, MigrationSet, Scope
 from archify_core.sql import ledger_name, quote_ident, quote_literal
 
@@ -50,7 +51,7 @@ def _run_child(argv: list[str]) -> tuple[str, float, float]:
         return proc.stdout.decode(), seconds, rss
 
 
-def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int = 8,
+def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int = DEFAULT_CONCURRENCY,
                 count: int = 0, prefix: str = "bench_new_") -> Measured:
     out, _, rss = _run_child([
         sys.executable, "-m", "benchmarks.archify_runner", "--dsn", dsn,

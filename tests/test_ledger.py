@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -55,14 +56,15 @@ async def test_batches_cover_every_tenant_once_in_order(
 async def test_stopping_early_stops_the_reads_and_frees_the_pool(
     dsn: str, migrations_dir: Path
 ) -> None:
-    await _fleet(dsn, migrations_dir)
-    async with Engine(dsn, migrations_dir, concurrency=2) as engine:
-        states = await ledger.read_tenant_states(engine.pool, None)
-        async with ledger.tenant_state_batches(engine.pool, states, 2) as batches:
-            async for _ in batches:
-                break
-        # every connection is back: a status over the whole fleet still runs
-        status = await engine.status()
+    with anyio.fail_after(30):  # a leaked connection fails the test instead of hanging it
+        await _fleet(dsn, migrations_dir)
+        async with Engine(dsn, migrations_dir, concurrency=2) as engine:
+            states = await ledger.read_tenant_states(engine.pool, None)
+            async with ledger.tenant_state_batches(engine.pool, states, 2) as batches:
+                async for _ in batches:
+                    break
+            # every connection is back: a status over the whole fleet still runs
+            status = await engine.status()
     assert len(status.tenants) == len(SLUGS)
 
 

@@ -62,6 +62,8 @@ async def test_runners_at_once_apply_each_migration_exactly_once(
     )
     assert len(applied) == TENANTS * len(versions)  # everything applied by someone ...
     assert set(applied.values()) == {1}  # ... and by exactly one runner
+    busy = sum(1 for report in reports if any(s["applied"] for s in report["schemas"]))
+    assert busy >= 2, f"only {busy} of {runners} runners applied anything: they did not overlap"
     check = await check_fleet(dsn, versions)
     assert check.consistent, check.describe()
     assert check.complete(len(versions)) == TENANTS

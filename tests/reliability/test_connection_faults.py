@@ -36,12 +36,16 @@ async def _terminate(dsn: str, wanted: int) -> int:
     return hit
 
 
-async def _rollout_under_terminations(dsn: str, folder: Path, retries: int, wanted: int):
+async def _rollout_under_terminations(dsn: str, tmp_path: Path, retries: int, wanted: int):
+    """A 40-tenant fleet with 3 tracked migrations, rolled out while `wanted` migrating
+    backends are terminated: (folder, versions, report, events)."""
+    folder = tracked_migrations(tmp_path / "m", 3, sleep=0.05)
+    await build_fleet(dsn, folder, 40)
+    versions = tenant_versions(folder)
     events: list[Event] = []
-    hits: list[int] = []
 
     async def killer() -> None:
-        hits.append(await _terminate(dsn, wanted))
+        await _terminate(dsn, wanted)
 
     async with (
         Engine(dsn, folder, concurrency=6, retries=retries, retry_backoff=0.05,
@@ -51,21 +55,18 @@ async def _rollout_under_terminations(dsn: str, folder: Path, retries: int, want
         tg.start_soon(killer)
         report = await engine.migrate("tenants")
         tg.cancel_scope.cancel()
-    return report, events, (hits[0] if hits else None)
+    return folder, versions, report, events
 
 
 async def test_terminated_backends_without_retries_are_reported_by_name(
     dsn: str, tmp_path: Path
 ) -> None:
-    folder = tracked_migrations(tmp_path / "m", 3, sleep=0.05)
-    await build_fleet(dsn, folder, 40)
-    versions = tenant_versions(folder)
-    report, _, _ = await _rollout_under_terminations(dsn, folder, retries=0, wanted=3)
+    folder, versions, report, _ = await _rollout_under_terminations(
+        dsn, tmp_path, retries=0, wanted=3)
 
     failed = report.failed
     assert 1 <= len(failed) <= 3
     for result in failed:
-        print(result.schema, result.failure)
         assert result.failure.message.startswith("connection lost"), result.failure
         assert result.failure.version in versions
         assert result.failure.attempts == 1
@@ -85,10 +86,8 @@ async def test_terminated_backends_without_retries_are_reported_by_name(
 async def test_terminated_backends_are_retried_and_the_fleet_completes(
     dsn: str, tmp_path: Path
 ) -> None:
-    folder = tracked_migrations(tmp_path / "m", 3, sleep=0.05)
-    await build_fleet(dsn, folder, 40)
-    versions = tenant_versions(folder)
-    report, events, _ = await _rollout_under_terminations(dsn, folder, retries=3, wanted=3)
+    _, versions, report, events = await _rollout_under_terminations(
+        dsn, tmp_path, retries=3, wanted=3)
 
     assert report.ok, [r.failure for r in report.failed]
     retried = [e for e in events if isinstance(e, MigrationRetrying)]
