@@ -170,8 +170,7 @@ class Engine:
         A failure stops its schema only. The report says, per schema, what was
         applied and what failed; `report.ok` is False if anything failed.
         """
-        if max_failures is not None and max_failures < 1:
-            raise ConfigurationError(f"max_failures must be at least 1, not {max_failures}")
+        _check_max_failures(max_failures)
         include_public, slugs = _parse_target(target)
         label = target if isinstance(target, str) else ",".join(slugs or ())
         report = RolloutReport(target=label, dry_run=dry_run)
@@ -269,6 +268,7 @@ class Engine:
         """
         if (to is None) == (steps is None):
             raise ConfigurationError("rollback needs exactly one of --to VERSION or --steps N")
+        _check_max_failures(max_failures)
         if steps is not None and steps < 1:
             raise ConfigurationError(f"--steps must be at least 1, not {steps}")
         if to is not None and self.migrations.get(to) is None:
@@ -339,6 +339,11 @@ class Engine:
             if schema.problem and not drift.out_of_order:
                 problems.append(f"{schema.schema}: {schema.problem}")
         return problems
+
+def _check_max_failures(max_failures: int | None) -> None:
+    if max_failures is not None and max_failures < 1:
+        raise ConfigurationError(f"max_failures must be at least 1, not {max_failures}")
+
 
 def _parse_target(target: Target) -> tuple[bool, list[str] | None]:
     """(include public?, tenant slugs or None for every tenant or none)."""

@@ -50,11 +50,18 @@ def next_version(folder: Path, name: str) -> str:
 
 def new_migration(folder: Path, name: str, scope: Scope, description: str | None = None) -> Path:
     """Write the new file and return its path; never overwrites."""
-    folder.mkdir(parents=True, exist_ok=True)
-    version = next_version(folder, name)
-    path = folder / f"{version}.py"
-    text = TEMPLATE.format(scope=scope.value, version=version,
-                           description=description or name.replace("_", " "))
-    with path.open("x") as out:
-        out.write(text)
+    description = description or name.replace("_", " ")
+    if "\n" in description or '"""' in description or "\\" in description:
+        raise ConfigurationError(
+            f"description {description!r}: one line, without triple quotes or backslashes "
+            "(it goes into the file's docstring)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        version = next_version(folder, name)
+        path = folder / f"{version}.py"
+        with path.open("x") as out:
+            out.write(TEMPLATE.format(scope=scope.value, version=version,
+                                      description=description))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write a migration into {folder}: {exc}") from None
     return path

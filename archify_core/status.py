@@ -46,14 +46,11 @@ class FleetStatus:
     def pending_count(self) -> int:
         return len(self.public.pending) + sum(len(t.pending) for t in self.tenants)
 
-    @property
-    def up_to_date(self) -> bool:
-        return self.pending_count == 0
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "public": self.public.to_dict(),
             "tenants": [t.to_dict() for t in self.tenants],
+            "registry_exists": self.registry_exists,  # False: run `archify public` first
         }
 
 

@@ -8,7 +8,13 @@ import anyio
 import asyncpg
 import pytest
 
-from archify_core import Engine, Outcome, RegistryMissingError, TenantNotFoundError
+from archify_core import (
+    ConfigurationError,
+    Engine,
+    Outcome,
+    RegistryMissingError,
+    TenantNotFoundError,
+)
 from archify_core.events import SchemaFinished
 from tests.fleet import (
     add_migration,
@@ -201,6 +207,12 @@ async def test_max_failures_stops_new_schemas(dsn: str, migrations_dir: Path) ->
     for result in skipped:  # nothing at all ran in a skipped schema
         ledger = f"{result.schema}.schema_migrations"
         assert await fetchval(dsn, f"SELECT to_regclass('{ledger}')") is None
+
+    async with Engine(dsn, migrations_dir) as engine:
+        for call in (engine.migrate("tenants", max_failures=0),
+                     engine.rollback("tenants", steps=1, max_failures=0)):
+            with pytest.raises(ConfigurationError, match="max_failures must be at least 1"):
+                await call
 
 
 async def test_a_registered_tenant_without_schema_is_reported(

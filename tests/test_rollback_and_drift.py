@@ -164,3 +164,11 @@ def test_new_writes_the_next_numbered_file(migrations_dir: Path) -> None:
     assert new is not None and new.scope.value == "tenant" and "nickname" in new.upgrade_sql
     bad = archify("new", "!!!", "--scope", "tenant", migrations=migrations_dir)
     assert bad.returncode == 2
+    quoted = archify("new", "x", "--scope", "tenant", "--description", "a" + '"' * 3 + "b",
+                     migrations=migrations_dir)
+    assert quoted.returncode == 2 and "triple quotes" in quoted.stderr
+    unwritable = archify("new", "x", "--scope", "tenant",
+                         migrations=path / "not_a_folder")  # under a file, not a folder
+    assert unwritable.returncode == 2 and "cannot write a migration" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr
+    assert sorted(p.name for p in migrations_dir.glob("006_*")) == ["006_add_user_nickname.py"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..report import Outcome, RolloutReport, SchemaResult
 from ..status import FleetStatus, SchemaStatus
 
@@ -96,5 +94,3 @@ def closing_lines(report: RolloutReport) -> list[str]:
     return ["", f"❌ {len(report.failed)} schema(s) failed: {failed}{more}", f"   ({counts})",
             "   Fix the cause and re-run: only what is still pending will run."]
 
-
-Printer = Callable[[str], None]
