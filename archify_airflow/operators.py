@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator, Context, SkipMixin
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from archify_core import (
+    ConfigurationError,
+    DatabaseConnectionError,
     Engine,
     Event,
+    InvalidSlugError,
     MigrationRetrying,
+    MigrationSetError,
     Notice,
     Outcome,
     RolloutFinished,
@@ -28,6 +32,7 @@ from archify_core import (
     SchemaFinished,
     SchemaResult,
     TenantExistsError,
+    TenantNotFoundError,
 )
 from archify_core.event_loop import run_async
 
@@ -38,6 +43,9 @@ from .sharding import select_tenants, shard
 T = TypeVar("T")
 MIGRATIONS_ENV = "ARCHIFY_MIGRATIONS"
 MAX_LOGGED_SCHEMAS = 200  # status lines per task log; the XCom has the counts
+# Errors a retry cannot fix (a typo, a bad migration set): the task fails at once.
+# An unreachable database (DatabaseConnectionError) stays retryable.
+NOT_RETRYABLE = (ConfigurationError, TenantNotFoundError, MigrationSetError, InvalidSlugError)
 
 
 class ArchifyRolloutFailed(AirflowException):
@@ -48,7 +56,7 @@ class ArchifyBaseOperator(BaseOperator):
     """Connection, migrations folder and Engine options shared by every Archify operator.
 
     :param archify_conn_id: Airflow connection to the database (templated).
-    :param migrations: folder of migration files (templated); default: the
+    :param migrations: folder of migration files (templated); when empty or None: the
         ``ARCHIFY_MIGRATIONS`` environment variable of the worker, else ``migrations``.
     :param concurrency: schemas migrated at once by this task (templated).
     :param engine_options: further ``Engine`` keyword arguments (``lock_timeout``,
@@ -74,23 +82,35 @@ class ArchifyBaseOperator(BaseOperator):
         return ArchifyHook(archify_conn_id=self.archify_conn_id)
 
     def migrations_path(self) -> str:
-        """Resolved on the worker, where the files must be."""
-        return str(self.migrations or os.environ.get(MIGRATIONS_ENV) or "migrations")
+        """Resolved on the worker, where the files must be (a rendered None counts as empty)."""
+        given = "" if self.migrations is None else str(self.migrations).strip()
+        if given in ("", "None"):
+            return os.environ.get(MIGRATIONS_ENV) or "migrations"
+        return given
 
     def engine(self) -> Engine:
         return self.hook.get_engine(
-            self.migrations_path(), concurrency=as_int(self.concurrency),
+            self.migrations_path(), concurrency=int(self.concurrency),
             on_event=self.log_event, **self.engine_options,
         )
 
     def run_engine(self, work: Callable[[Engine], Awaitable[T]]) -> T:
-        """Open an Engine, await `work(engine)`, close it; all in one event loop."""
+        """Open an Engine, await `work(engine)`, close it; all in one event loop.
+
+        Configuration errors (a typo in a slug or an option, bad migration files) raise
+        AirflowFailException, so Airflow does not retry them.
+        """
 
         async def main() -> T:
             async with self.engine() as engine:
                 return await work(engine)
 
-        return run_async(main)
+        try:
+            return run_async(main)
+        except DatabaseConnectionError:
+            raise
+        except NOT_RETRYABLE as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     def log_event(self, event: Event) -> None:
         """One task-log line per schema, plus retries, notices and the final summary."""
@@ -134,7 +154,28 @@ class ArchifyBaseOperator(BaseOperator):
         raise ArchifyRolloutFailed(describe_failures(result["failed"]))
 
 
-class ArchifyMigrateOperator(ArchifyBaseOperator):
+class ArchifyRolloutOperator(ArchifyBaseOperator):
+    """What migrate and rollback share: ``max_failures`` and ``dry_run`` (both templated)."""
+
+    template_fields: Sequence[str] = (
+        *ArchifyBaseOperator.template_fields, "max_failures", "dry_run",
+    )
+
+    def __init__(
+        self, *, max_failures: int | str | None = None, dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.max_failures = max_failures
+        self.dry_run = dry_run
+
+    def rollout_options(self) -> dict[str, Any]:
+        """``max_failures`` and ``dry_run`` for ``engine.migrate`` / ``engine.rollback``."""
+        max_failures = None if self.max_failures in (None, "") else int(self.max_failures)
+        return {"max_failures": max_failures, "dry_run": as_bool(self.dry_run)}
+
+
+class ArchifyMigrateOperator(ArchifyRolloutOperator):
     """Apply pending migrations: ``target`` "public", "tenants" or "all", or a list of ``tenants``.
 
     Every schema is attempted (unless ``max_failures`` stops new ones); then the task
@@ -145,23 +186,19 @@ class ArchifyMigrateOperator(ArchifyBaseOperator):
         tenant list when ``tenants`` is given.
     :param tenants: tenant slugs to migrate (templated; a list, or a comma-separated
         string). An empty list migrates nothing and succeeds.
-    :param max_failures: stop starting new schemas after this many failures.
+    :param max_failures: stop starting new schemas after this many failures (templated).
     :param dry_run: report what would run, change nothing (templated).
     """
 
-    template_fields: Sequence[str] = (
-        *ArchifyBaseOperator.template_fields, "target", "tenants", "max_failures", "dry_run",
-    )
+    template_fields: Sequence[str] = (*ArchifyRolloutOperator.template_fields, "target", "tenants")
 
     def __init__(
         self, *, target: str | None = None, tenants: Sequence[str] | str | None = None,
-        max_failures: int | str | None = None, dry_run: bool | str = False, **kwargs: Any,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.target = target
         self.tenants = tenants
-        self.max_failures = max_failures
-        self.dry_run = dry_run
 
     def resolved_target(self) -> str | list[str]:
         slugs = as_slugs(self.tenants)
@@ -176,45 +213,44 @@ class ArchifyMigrateOperator(ArchifyBaseOperator):
         if target == []:
             self.log.info("no tenants given: nothing to migrate")
             return compact_report(RolloutReport(target="", dry_run=as_bool(self.dry_run)))
-        max_failures = None if self.max_failures in (None, "") else as_int(self.max_failures)
-        report = self.run_engine(lambda engine: engine.migrate(
-            target, max_failures=max_failures, dry_run=as_bool(self.dry_run)))
+        options = self.rollout_options()
+        report = self.run_engine(lambda engine: engine.migrate(target, **options))
         return self.finish(report, context)
 
 
-class ArchifyRollbackOperator(ArchifyBaseOperator):
+class ArchifyRollbackOperator(ArchifyRolloutOperator):
     """Revert applied migrations, newest first, in "public", "tenants" or a list of slugs.
 
-    :param target: "public", "tenants" or a list of slugs (templated).
+    :param target: "public", "tenants" or a list of slugs (templated). "all" is
+        passed to the library, which refuses it (one scope at a time).
     :param to: revert down to this version, which stays applied (templated).
     :param steps: or revert this many migrations per schema (templated).
     :param dry_run: report what would be reverted, change nothing (templated).
-    :param max_failures: stop starting new schemas after this many failures.
+    :param max_failures: stop starting new schemas after this many failures (templated).
     """
 
-    template_fields: Sequence[str] = (
-        *ArchifyBaseOperator.template_fields, "target", "to", "steps", "dry_run",
-    )
+    template_fields: Sequence[str] = (*ArchifyRolloutOperator.template_fields, "target", "to",
+                                      "steps")
 
     def __init__(
         self, *, target: str | Sequence[str], to: str | None = None,
-        steps: int | str | None = None, dry_run: bool | str = False,
-        max_failures: int | None = None, **kwargs: Any,
+        steps: int | str | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.target = target
         self.to = to
         self.steps = steps
-        self.dry_run = dry_run
-        self.max_failures = max_failures
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target: str | list[str] = (self.target if self.target in ("public", "tenants")
-                                   else as_slugs(self.target) or [])
-        steps = None if self.steps in (None, "") else as_int(self.steps)
+        target: str | list[str]
+        if isinstance(self.target, str) and self.target.strip() in ("public", "tenants", "all"):
+            target = self.target.strip()  # "all": the library's own error says why not
+        else:
+            target = as_slugs(self.target) or []
+        steps = None if self.steps in (None, "") else int(self.steps)
+        options = self.rollout_options()
         report = self.run_engine(lambda engine: engine.rollback(
-            target, to=self.to or None, steps=steps, max_failures=self.max_failures,
-            dry_run=as_bool(self.dry_run)))
+            target, to=self.to or None, steps=steps, **options))
         return self.finish(report, context)
 
 
@@ -283,7 +319,7 @@ class ArchifyShardTenantsOperator(ArchifyBaseOperator):
 
     def execute(self, context: Context) -> list[list[str]]:
         slugs = self.run_engine(self._select)
-        shards = shard(slugs, as_int(self.shard_size))
+        shards = shard(slugs, int(self.shard_size))
         self.log.info("%d tenant(s) in %d shard(s) of up to %s; excluded: %s", len(slugs),
                       len(shards), self.shard_size, ", ".join(as_slugs(self.exclude) or []) or "-")
         return shards
@@ -348,10 +384,6 @@ def as_bool(value: bool | str | None) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
-
-
-def as_int(value: int | str) -> int:
-    return int(value)
 
 
 def as_slugs(value: Sequence[str] | str | None) -> list[str] | None:

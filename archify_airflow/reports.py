@@ -1,8 +1,11 @@
 """What the operators put in XCom, and how shard reports add up. Pure: no Airflow, no I/O.
 
-A task's XCom must stay small whatever the fleet size, so a rollout report is
-compacted: counts, the names of migrated schemas, every failure in full, and
-per-migration timings aggregated over schemas instead of listed per schema.
+A task's XCom must stay small whatever the fleet size. One task's report (one shard,
+so bounded by the shard size) has counts, the names of its migrated schemas, its
+failures in full, and per-migration timings aggregated over schemas. The merged
+summary of a whole fleet keeps counts and timings, but at most MAX_NAMED_FAILURES
+names per list (`migrated`, `skipped`, `failed` with messages) plus, in `left_out`,
+how many names each list left out.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from archify_core import FleetStatus, Outcome, RolloutReport, SchemaResult
 
-MAX_NAMED_FAILURES = 20
+MAX_NAMED_FAILURES = 20  # names per list in a merged summary, and in a failure message
 
 
 def compact_report(report: RolloutReport) -> dict[str, Any]:
@@ -38,8 +41,7 @@ def _schema(result: SchemaResult) -> str:
 
 
 def _failure(failure: Any) -> dict[str, Any]:
-    if failure is None:
-        return {"message": "failed", "version": None, "sqlstate": None, "attempts": 0}
+    """A failed result's Failure (the library always sets one on a failed result)."""
     return {"message": failure.message, "version": failure.version,
             "sqlstate": failure.sqlstate, "attempts": failure.attempts}
 
@@ -65,11 +67,16 @@ def merge_reports(reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
     """One summary of many compact reports (the canary and every shard).
 
     A missing report (None: a task that never ran) counts in `missing_reports`.
+    `migrated`, `skipped` and `failed` keep the first MAX_NAMED_FAILURES names each (the
+    counts are in `outcomes`); `left_out` says how many names each one left out.
+    `task_seconds` adds up every task's own duration: shards run in parallel, so it is
+    worker time, not the run's wall-clock time.
     """
     merged: dict[str, Any] = {
         "ok": True, "reports": 0, "missing_reports": 0, "schemas": 0, "applied": 0,
         "outcomes": {o.value: 0 for o in Outcome}, "migrated": [], "failed": {},
-        "skipped": [], "timings": {}, "duration_s": 0.0,
+        "skipped": [], "left_out": {"migrated": 0, "failed": 0, "skipped": 0},
+        "timings": {}, "task_seconds": 0.0,
     }
     for report in reports:
         if report is None:
@@ -78,8 +85,19 @@ def merge_reports(reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
         _merge_one(merged, report)
     for entry in merged["timings"].values():
         entry["mean_ms"] = round(entry["total_ms"] / entry["schemas"], 3) if entry["schemas"] else 0
-    merged["ok"] = not merged["failed"] and not merged["missing_reports"]
+    merged["ok"] = (not merged["failed"] and not merged["left_out"]["failed"]
+                    and not merged["missing_reports"])
     return merged
+
+
+def _keep_first(merged: dict[str, Any], key: str, names: Iterable[str]) -> None:
+    """Append names to merged[key] up to MAX_NAMED_FAILURES; count the rest in left_out."""
+    kept = merged[key]
+    for name in names:
+        if len(kept) < MAX_NAMED_FAILURES:
+            kept.append(name)
+        else:
+            merged["left_out"][key] += 1
 
 
 def _merge_one(merged: dict[str, Any], report: dict[str, Any]) -> None:
@@ -89,24 +107,31 @@ def _merge_one(merged: dict[str, Any], report: dict[str, Any]) -> None:
     merged["applied"] += summary.get("applied", 0)
     for outcome in merged["outcomes"]:
         merged["outcomes"][outcome] += summary.get(outcome, 0)
-    merged["migrated"].extend(report.get("migrated", []))
-    merged["failed"].update(report.get("failed", {}))
-    merged["skipped"].extend(report.get("skipped", []))
-    merged["duration_s"] = round(merged["duration_s"] + report.get("duration_s", 0.0), 3)
+    _keep_first(merged, "migrated", report.get("migrated", []))
+    _keep_first(merged, "skipped", report.get("skipped", []))
+    for schema, failure in report.get("failed", {}).items():
+        if len(merged["failed"]) < MAX_NAMED_FAILURES:
+            merged["failed"][schema] = failure
+        else:
+            merged["left_out"]["failed"] += 1
+    merged["task_seconds"] = round(merged["task_seconds"] + report.get("duration_s", 0.0), 3)
     for version, t in report.get("timings", {}).items():
         _add_timing(merged["timings"], version, t["schemas"], t["total_ms"], t["max_ms"])
 
 
-def describe_failures(failed: dict[str, dict[str, Any]]) -> str:
-    """'N schemas failed: a (version: message), ...' naming at most MAX_NAMED_FAILURES."""
+def describe_failures(failed: dict[str, dict[str, Any]], left_out: int = 0) -> str:
+    """'N schemas failed: a (version: message), ...' naming at most MAX_NAMED_FAILURES.
+
+    `left_out`: failures not in `failed` (a merged summary's `left_out["failed"]`).
+    """
     names = [
         f"{schema} ({info.get('version') or 'before any migration'}: {info.get('message')})"
         for schema, info in sorted(failed.items())
     ]
     shown = "; ".join(names[:MAX_NAMED_FAILURES])
-    more = len(names) - MAX_NAMED_FAILURES
+    more = len(names) - MAX_NAMED_FAILURES + left_out
     tail = f"; and {more} more" if more > 0 else ""
-    return f"{len(names)} schema(s) failed: {shown}{tail}"
+    return f"{len(names) + left_out} schema(s) failed: {shown}{tail}"
 
 
 def compact_status(status: FleetStatus) -> dict[str, Any]:

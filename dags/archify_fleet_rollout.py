@@ -18,9 +18,7 @@ Trigger with a config, e.g. `{"canary": ["acme"], "shard_size": 100, "dry_run": 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task
@@ -32,10 +30,6 @@ from archify_airflow.operators import (
     ArchifyStatusOperator,
 )
 from archify_airflow.reports import describe_failures, merge_reports
-
-DEFAULT_MIGRATIONS = os.environ.get(
-    "ARCHIFY_MIGRATIONS", str(Path(__file__).resolve().parent.parent / "migrations")
-)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -55,6 +49,9 @@ def _log_summary(merged: dict[str, Any]) -> None:
                  t["mean_ms"], t["max_ms"])
     for schema, failure in sorted(merged["failed"].items()):
         log.error("%s failed at %s: %s", schema, failure["version"], failure["message"])
+    if merged["left_out"]["failed"]:
+        log.error("... and %d more failed schemas (see the shard tasks' logs)",
+                  merged["left_out"]["failed"])
 
 
 with DAG(
@@ -76,8 +73,9 @@ with DAG(
         "concurrency": Param(8, type="integer", minimum=1,
                              description="Schemas migrated at once within one task"),
         "dry_run": Param(False, type="boolean", description="Report, change nothing"),
-        "migrations": Param(DEFAULT_MIGRATIONS, type="string",
-                            description="Migrations folder, as seen by the workers"),
+        "migrations": Param(None, type=["null", "string"],
+                            description="Migrations folder, as seen by the workers (empty: "
+                            "the worker's ARCHIFY_MIGRATIONS, else ./migrations)"),
         "conn_id": Param("archify_default", type="string",
                          description="Airflow connection to the database"),
     },
@@ -121,7 +119,7 @@ with DAG(
         if not merged["ok"]:
             ti.xcom_push(key="return_value", value=merged)
             raise ArchifyRolloutFailed(
-                describe_failures(merged["failed"])
+                describe_failures(merged["failed"], merged["left_out"]["failed"])
                 + (f"; {merged['missing_reports']} task(s) reported nothing"
                    if merged["missing_reports"] else "")
             )

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from archify_airflow import get_provider_info
-from archify_airflow.reports import describe_failures, merge_reports
+from archify_airflow.reports import MAX_NAMED_FAILURES, describe_failures, merge_reports
 from archify_airflow.sharding import select_tenants, shard
 from archify_core import Engine, TenantNotFoundError
 
@@ -152,6 +152,38 @@ def test_migrate_operator_fails_after_finishing_the_others(
     assert tenant_ledger(archify_conn, "tenant_b2") == []
 
 
+def test_configuration_errors_fail_the_task_without_retries(
+    archify_conn: str, migrations_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from archify_airflow.operators import ArchifyMigrateOperator, ArchifyRollbackOperator
+
+    async def setup() -> None:
+        async with Engine(archify_conn, migrations=migrations_dir) as engine:
+            await engine.migrate("public")
+            await engine.create_tenant("a1", migrate=False)
+
+    anyio.run(setup)
+    # migrations=None (an empty DAG param): the worker's ARCHIFY_MIGRATIONS is used.
+    monkeypatch.setenv("ARCHIFY_MIGRATIONS", str(migrations_dir))
+
+    typo = ArchifyMigrateOperator(task_id="m", tenants=["a1", "nope"], migrations=None)
+    with pytest.raises(AirflowFailException, match="nope") as caught:
+        typo.execute({})
+    assert isinstance(caught.value.__cause__, TenantNotFoundError)
+    assert tenant_ledger(archify_conn, "tenant_a1") == []
+
+    everything = ArchifyRollbackOperator(task_id="r", target="all", steps=1, max_failures="2")
+    assert "max_failures" in everything.template_fields
+    with pytest.raises(AirflowFailException, match="rollback one scope at a time"):
+        everything.execute({})
+    assert tenant_ledger(archify_conn, "tenant_a1") == []
+
+    ArchifyMigrateOperator(task_id="ok", tenants="a1", max_failures="1").execute({})
+    assert tenant_ledger(archify_conn, "tenant_a1")[-1] == "005_add_audit_logs"
+
+
 # -- pure helpers -------------------------------------------------------------------------
 
 
@@ -187,5 +219,25 @@ def test_merging_reports_adds_counts_timings_and_counts_missing_ones() -> None:
     assert merged["migrated"] == ["tenant_a", "tenant_b"]
     assert merged["timings"]["002"] == {"schemas": 2, "total_ms": 12.0, "max_ms": 8.0,
                                         "mean_ms": 6.0}
+    assert merged["task_seconds"] == 2.0  # summed over tasks: worker time, not wall time
     assert describe_failures(merged["failed"]) == "1 schema(s) failed: tenant_c (002: boom)"
     assert merge_reports([report([], {}, 0.0)])["ok"] is True
+
+
+def test_merged_summary_names_at_most_the_first_few_and_counts_the_rest() -> None:
+    n = MAX_NAMED_FAILURES
+    shards = [{"summary": {"schemas": 2 * n, "migrated": n, "failed": n},
+               "migrated": [f"m{k}_{i}" for i in range(n)],
+               "failed": {f"f{k}_{i}": {"version": "002", "message": "boom"} for i in range(n)}}
+              for k in range(3)]
+
+    merged = merge_reports(shards)
+
+    assert merged["outcomes"]["migrated"] == 3 * n and merged["outcomes"]["failed"] == 3 * n
+    assert merged["migrated"] == [f"m0_{i}" for i in range(n)]
+    assert list(merged["failed"]) == [f"f0_{i}" for i in range(n)]
+    assert merged["left_out"] == {"migrated": 2 * n, "failed": 2 * n, "skipped": 0}
+    assert merged["ok"] is False
+    message = describe_failures(merged["failed"], merged["left_out"]["failed"])
+    assert message.startswith(f"{3 * n} schema(s) failed: f0_0 (002: boom)")
+    assert message.endswith(f"; and {2 * n} more")
