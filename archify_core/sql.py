@@ -7,6 +7,7 @@ interpolated except through quote_ident / quote_literal.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -70,7 +71,8 @@ def upgrade_ledger_sql(schema: str) -> str:
 
 def millis(seconds: float | None) -> str:
     """A GUC duration value; 0 disables the timeout."""
-    return quote_literal(f"{round(seconds * 1000) if seconds else 0}ms")
+    # rounded up: a tiny positive timeout must not become 0, which means no limit
+    return quote_literal(f"{math.ceil(seconds * 1000) if seconds else 0}ms")
 
 
 def lock_key(schema: str) -> str:
@@ -250,7 +252,8 @@ def creation_chunks(
         else:
             offset = sum(len(p) for p in parts)
             # a new tenant's tables are empty and unseen: CONCURRENTLY buys nothing here
-            body = f"{without_concurrently(m.upgrade_sql).rstrip()}\n;\n"
+            sql = m.upgrade_sql if m.transactional else without_concurrently(m.upgrade_sql)
+            body = f"{sql.rstrip()}\n;\n"
             spans.append((offset, offset + len(body), m.version))
             parts.append(body)
         parts.append(record_sql(schema, m))

@@ -8,7 +8,7 @@ import pytest
 
 from archify_core import InvalidSlugError, load_migrations, schema_for, validate_slug
 from archify_core.migration import Migration, Scope
-from archify_core.sql import quote_ident, quote_literal, upgrade_script
+from archify_core.sql import creation_chunks, millis, quote_ident, quote_literal, upgrade_script
 from archify_core.steps import ExecutionOptions
 from archify_core.tenant_lifecycle import creation_sql, drop_sql
 from tests.conftest import EXAMPLE_MIGRATIONS
@@ -73,3 +73,19 @@ def test_tenant_dry_runs_show_what_creation_and_drop_send() -> None:
     assert chunk.sql.count("INSERT INTO \"tenant_acme\".schema_migrations") == 3
     with pytest.raises(InvalidSlugError):
         drop_sql("Robert'); DROP TABLE tenants;--", options=options)
+
+
+def test_tiny_timeouts_round_up_never_to_no_limit() -> None:
+    assert millis(0.0001) == "'1ms'" and millis(2.5) == "'2500ms'"
+    assert millis(None) == millis(0) == "'0ms'"
+
+
+def test_creation_drops_concurrently_only_from_non_transactional_migrations() -> None:
+    keep = Migration("002_a", Scope.TENANT, "d", Path("002_a.py"),
+                     "INSERT INTO notes VALUES ('use CREATE INDEX CONCURRENTLY later')")
+    strip = Migration("003_b", Scope.TENANT, "d", Path("003_b.py"),
+                      "CREATE INDEX CONCURRENTLY idx ON notes (v)", transactional=False)
+    [chunk] = creation_chunks("tenant_acme", (keep, strip), lock_timeout=1,
+                              statement_timeout=None, runner_wait=1)
+    assert "'use CREATE INDEX CONCURRENTLY later'" in chunk.sql
+    assert "CREATE INDEX idx ON notes (v)" in chunk.sql
