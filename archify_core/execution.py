@@ -145,12 +145,14 @@ async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None
 async def _rollback(conn: asyncpg.Connection) -> None:
     """End the failed transaction. Best effort: when the connection is gone the server
     has rolled back already, and the error that brought us here is what gets reported
-    (not asyncpg's complaint about a detached connection)."""
+    (not asyncpg's complaint about a detached connection, or about a protocol still
+    waiting for a server that shut down). A connection that cannot roll back is
+    closed, never handed back to the pool mid-transaction."""
     try:
         if not conn.is_closed() and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
-    except CONNECTION_ERRORS:
-        pass
+    except Exception:
+        conn.terminate()
 
 
 def _describe(exc: BaseException) -> str:
