@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -13,14 +14,14 @@ import anyio
 import asyncpg
 import pluggy
 
-from . import ledger
+from . import digest, ledger
 from .dsn import check_dsn, connection_error
 from .errors import ConfigurationError, TenantNotFoundError
 from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
 from .execution import ExecutionOptions
 from .ledger import Queryable
 from .loader import load_migrations
-from .migration import MigrationSet
+from .migration import MigrationSet, Scope
 from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema
 from .plugins import call_hook_quietly, make_plugin_manager
 from .report import RolloutReport
@@ -149,7 +150,8 @@ class Engine:
         public = schema_status(self.migrations, await ledger.read_public_state(conn))
         if not await ledger.registry_exists(conn):
             return FleetStatus(public, [], registry_exists=False)
-        states = await ledger.read_tenant_states(conn, self._known_slugs(tenants))
+        states = await ledger.read_tenant_states(conn, self._known_slugs(tenants),
+                                                 self._known_ledgers())
         rows = []
         async with ledger.tenant_state_batches(conn, states) as batches:
             async for batch in batches:
@@ -182,14 +184,15 @@ class Engine:
         if slugs is not None or target in ("tenants", "all"):
             tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
         public = await ledger.read_public_state(conn) if include_public else None
+        options = await self._run_options(dry_run)
         await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
         if public is not None:
-            await self._run([self._plan(public)], report, max_failures, dry_run)
+            await self._run([self._plan(public)], report, max_failures, options, dry_run)
             if not tenant_states and target == "all" and not dry_run:
                 tenant_states = await self._tenant_states(conn, None, required=False)
         if tenant_states and not report.stopped_early:
             async with self._tenant_plans(conn, tenant_states, self._plan) as plans:
-                await self._run(plans, report, max_failures, dry_run)
+                await self._run(plans, report, max_failures, options, dry_run)
         return await self._finished(report, started)
 
     async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
@@ -208,7 +211,7 @@ class Engine:
     ) -> list[SchemaState]:
         if not required and not await ledger.registry_exists(conn):
             return []
-        states = await ledger.read_tenant_states(conn, slugs)
+        states = await ledger.read_tenant_states(conn, slugs, self._known_ledgers())
         if slugs is not None:
             missing = sorted(set(slugs) - {s.slug for s in states})
             if missing:
@@ -217,6 +220,17 @@ class Engine:
                     "create them with `archify create-tenant SLUG` first"
                 )
         return states
+
+    def _known_ledgers(self) -> ledger.KnownLedgers:
+        return digest.known_ledgers(self.migrations.for_kind(Scope.TENANT))
+
+    async def _run_options(self, dry_run: bool) -> ExecutionOptions:
+        """The options of a run; one that writes keeps tenant ledgers' digests when this
+        role may (creating the digest table first if needed, see digest.prepare)."""
+        if dry_run:
+            return self.options
+        async with self.pool.acquire() as conn:
+            return replace(self.options, digest=await digest.prepare(conn))
 
     def _plan(self, state: SchemaState) -> SchemaPlan:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
@@ -238,7 +252,7 @@ class Engine:
 
     async def _run(
         self, plans: Iterable[SchemaPlan] | AsyncIterator[SchemaPlan], report: RolloutReport,
-        max_failures: int | None, dry_run: bool,
+        max_failures: int | None, options: ExecutionOptions, dry_run: bool,
     ) -> None:
         if dry_run:
             async for plan in _aiter(plans):
@@ -246,7 +260,7 @@ class Engine:
                 report.schemas.append(result)
                 self._emit(SchemaFinished(result))
             return
-        rollout = Rollout(self.pool, self.options, self.pm, self._emit, report,
+        rollout = Rollout(self.pool, options, self.pm, self._emit, report,
                           self.concurrency, max_failures)
         rollout._failures = len(report.failed)
         await rollout.run(_aiter(plans))
@@ -286,13 +300,15 @@ class Engine:
         conn = self.pool
         if include_public:
             public = await ledger.read_public_state(conn)
+            options = await self._run_options(dry_run)
             await self._started(label, 1, dry_run)
-            await self._run([plan(public)], report, max_failures, dry_run)
+            await self._run([plan(public)], report, max_failures, options, dry_run)
         else:
             states = await self._tenant_states(conn, slugs, required=True)
+            options = await self._run_options(dry_run)
             await self._started(label, len(states), dry_run)
             async with self._tenant_plans(conn, states, plan) as plans:
-                await self._run(plans, report, max_failures, dry_run)
+                await self._run(plans, report, max_failures, options, dry_run)
         return await self._finished(report, started)
 
     # -- tenants -----------------------------------------------------------------

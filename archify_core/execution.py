@@ -17,10 +17,11 @@ import asyncpg
 import pluggy
 
 from .events import Event, MigrationApplied, MigrationRetrying, SchemaStarted
-from .migration import Migration
+from .migration import Migration, Scope
 from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
+from .sql import ledger_setup_sql
 from .steps import ExecutionOptions, Step
 
 log = logging.getLogger("archify")
@@ -61,12 +62,14 @@ async def apply_plan(
             pm, "archify_before_schema", schema=state.schema, slug=state.slug,
             pending=tuple(m.version for m in plan.pending),
         )
-        ensure_ledger = state.ledger is not LedgerShape.CURRENT
+        digest = options.digest and state.kind is Scope.TENANT
+        setup = ledger_setup_sql(state.schema, create=state.ledger is not LedgerShape.CURRENT,
+                                 track=digest and not state.tracked)
         done = Outcome.MIGRATED if plan.direction is Direction.UP else Outcome.ROLLED_BACK
         for current in plan.pending:
-            step = Step(state.schema, current, plan.direction, ensure_ledger, options)
+            step = Step(state.schema, current, plan.direction, options, setup, digest)
             applied = await _apply_with_retries(pool, step, emit)
-            ensure_ledger = False
+            setup = ""
             if applied is not None:
                 result.applied.append(applied)
                 result.outcome = done

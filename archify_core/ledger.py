@@ -1,21 +1,24 @@
 """Reading what every schema has applied: the registry, the catalog and the ledgers.
 
-The fleet is read in a handful of queries whatever its size: one catalog query
-for every tenant's schema and ledger shape, then the ledgers themselves in
-batches of UNION ALL (each batch is one statement, so its table locks are
-released before the next). Nothing here writes.
+The fleet is read in one query whatever its size: the catalog query gives every
+tenant's schema, ledger shape and, where the ledger is tracked, its digest
+(digest.py), which says what the ledger holds without opening it. Ledgers whose
+digest matches no known state (or that are not tracked) are then read
+themselves, in batches of UNION ALL (each batch is one statement, so its table
+locks are released before the next). Nothing here writes.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import anyio
 import asyncpg
 
+from . import digest
 from .errors import RegistryMissingError, sole_error
 from .migration import Scope
 from .planning import PUBLIC_SCHEMA, LedgerShape, SchemaState
@@ -55,14 +58,18 @@ _FLEET_CATALOG = f"""
 SELECT t.slug, t.schema_name,
        n.oid IS NOT NULL AS exists,
        c.oid IS NOT NULL AS has_ledger,
-       a.attrelid IS NOT NULL AS has_checksum
+       a.attrelid IS NOT NULL AS has_checksum,
+       {{digest_columns}}
 FROM ({{registry}}) t
 LEFT JOIN pg_namespace n ON n.nspname = t.schema_name
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = '{LEDGER_TABLE}'
                     AND c.relkind IN ('r', 'p')
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'checksum'
-ORDER BY t.slug
+{{digest_joins}}ORDER BY t.slug
 """
+
+# (fingerprint, rows) -> applied: the ledger states a digest can stand for (digest.known_ledgers)
+KnownLedgers = Mapping[tuple[int, int], Mapping[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,27 +112,39 @@ async def _registry_query(conn: asyncpg.Connection) -> str:
 
 
 async def read_tenant_states(
-    conn: asyncpg.Connection, slugs: Sequence[str] | None = None
+    conn: Queryable, slugs: Sequence[str] | None = None, known: KnownLedgers | None = None
 ) -> list[SchemaState]:
     """Every registered tenant (or those in `slugs`), with its schema and ledger shape.
 
-    One query. Applied versions are filled in later, batch by batch, by
-    `with_applied`. Rows whose slug or schema name cannot be trusted carry a
-    `problem` and are never migrated.
+    One query. Where a tracked ledger's digest is in `known`, its applied versions
+    come with it; the others are read later, batch by batch, by `with_applied`.
+    Rows whose slug or schema name cannot be trusted carry a `problem` and are
+    never migrated.
     """
-    query = _FLEET_CATALOG.format(registry=await _registry_query(conn))
+    with_digest = await digest.readable(conn)
+    query = _FLEET_CATALOG.format(
+        registry=await _registry_query(conn),
+        digest_columns=digest.catalog_columns(with_digest),
+        digest_joins=digest.catalog_joins(with_digest),
+    )
     rows = await conn.fetch(query, list(slugs) if slugs is not None else None)
-    return [
-        SchemaState(
+    known = known or {}
+    states = []
+    for row in rows:
+        tracked = row["fingerprint"] is not None
+        applied = known.get((row["fingerprint"], row["digest_rows"])) if tracked else None
+        states.append(SchemaState(
             schema=row["schema_name"],
             kind=Scope.TENANT,
             slug=row["slug"],
             exists=row["exists"],
             ledger=_shape(row["has_ledger"], row["has_checksum"]),
             problem=registry_problem(row["slug"], row["schema_name"]),
-        )
-        for row in rows
-    ]
+            tracked=tracked,
+            applied={} if applied is None else applied,
+            from_digest=applied is not None,
+        ))
+    return states
 
 
 async def read_schema_state(
@@ -151,7 +170,7 @@ async def with_applied(
     """The same states with `applied` read from their ledgers, in one statement."""
     readable = [
         (i, s) for i, s in enumerate(states)
-        if s.ledger is not LedgerShape.MISSING and s.problem is None
+        if s.ledger is not LedgerShape.MISSING and s.problem is None and not s.from_digest
     ]
     applied: dict[int, dict[str, str | None]] = {i: {} for i, _ in readable}
     if readable:

@@ -40,6 +40,8 @@ class SchemaState:
     ledger: LedgerShape = LedgerShape.CURRENT
     applied: Mapping[str, str | None] = field(default_factory=dict)  # version -> checksum
     problem: str | None = None  # the registry row cannot be trusted
+    tracked: bool = False  # the ledger's digest is kept (digest.py)
+    from_digest: bool = False  # `applied` came from the digest: no need to read the ledger
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
-"""SQL text building: identifier and literal quoting, and the per-migration script.
+"""SQL text building: the ledger, and the script of each migration step.
 
-Pure functions. No identifier reaches SQL unquoted and no input string is
-interpolated except through quote_ident / quote_literal.
+Pure functions. Identifiers and strings go through quoting.py (whose names are
+imported from here too).
 """
 
 from __future__ import annotations
@@ -11,32 +11,15 @@ import math
 import re
 from dataclasses import dataclass
 
+from . import digest as digest_sql
 from .migration import Migration
+from .quoting import LEDGER_TABLE, ledger_name, quote_ident, quote_literal
 
 # First half of the two-int advisory lock key; "ARCH" in ASCII. The second half
 # is hashtext(schema), so every schema has its own lock.
 ADVISORY_LOCK_CLASS = 0x41524348
 # Marks the error our guard raises when another runner already applied (or reverted) a step.
 GUARD_MARK = "archify-guard"
-LEDGER_TABLE = "schema_migrations"
-
-
-def quote_ident(name: str) -> str:
-    """A PostgreSQL identifier, always double-quoted."""
-    if "\x00" in name:
-        raise ValueError("identifier contains a NUL byte")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    """A standard-conforming string literal."""
-    if "\x00" in value:
-        raise ValueError("literal contains a NUL byte")
-    return "'" + value.replace("'", "''") + "'"
-
-
-def ledger_name(schema: str) -> str:
-    return f"{quote_ident(schema)}.{LEDGER_TABLE}"
 
 
 def create_ledger_sql(schema: str) -> str:
@@ -82,20 +65,22 @@ def lock_key(schema: str) -> str:
 
 def transaction_prelude(
     schema: str, *, lock_timeout: float | None, statement_timeout: float | None,
-    runner_wait: float | None,
+    runner_wait: float | None, digest: bool = False,
 ) -> str:
     """Lock the schema against other runners, then scope the transaction to it.
 
     Two statements: the first bounds the wait for another runner; the second takes
     the lock and only then (target lists evaluate in order) sets the schema's
-    search_path and the migration's own timeouts, all LOCAL to the transaction.
+    search_path and the migration's own timeouts, all LOCAL to the transaction
+    (and, with `digest`, marks its ledger writes as archify's: digest.writer_mark).
     """
     return (
         f"SET LOCAL lock_timeout = {millis(runner_wait)};\n"
         f"SELECT pg_advisory_xact_lock({lock_key(schema)}),"
         f" set_config('search_path', {quote_literal(quote_ident(schema))}, true),"
         f" set_config('lock_timeout', {millis(lock_timeout)}, true),"
-        f" set_config('statement_timeout', {millis(statement_timeout)}, true);\n"
+        f" set_config('statement_timeout', {millis(statement_timeout)}, true)"
+        + (f", {digest_sql.writer_mark()}" if digest else "") + ";\n"
     )
 
 
@@ -103,25 +88,29 @@ def upgrade_script(
     schema: str,
     migration: Migration,
     *,
-    ensure_ledger: bool,
+    ledger_setup: str = "",
+    digest: bool = False,
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
 ) -> str:
     """One round trip that applies one migration and records it, atomically.
 
-    The ledger row is written first: a runner that lost the race for this
-    schema (it waited on the lock while another applied the migration) stops
-    on the ledger's unique version before running anything, see
-    `is_recorded_already`, instead of applying the migration a second time.
+    `ledger_setup` (see ledger_setup_sql) runs first; then the ledger row is
+    written (with its digest when `digest`), before the migration's SQL: a
+    runner that lost the race for this schema (it waited on the lock while
+    another applied the migration) stops on the ledger's unique version before
+    running anything, see `is_recorded_already`, instead of applying the
+    migration a second time.
     """
     return _step_script(
         schema,
-        (create_ledger_sql(schema) if ensure_ledger else "")
-        + record_sql(schema, migration)
+        ledger_setup
+        + record_sql(schema, migration, digest=digest)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.upgrade_sql),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
+        digest=digest,
     )
 
 
@@ -129,25 +118,40 @@ def downgrade_script(
     schema: str,
     migration: Migration,
     *,
+    ledger_setup: str = "",
+    digest: bool = False,
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
 ) -> str:
-    """One round trip that reverts one migration and deletes its ledger row, atomically."""
+    """One round trip that reverts one migration and deletes its ledger row, atomically.
+    The row goes first, as in upgrades: what the downgrade SQL does to the session
+    (RESET ALL) cannot change how it is written."""
     if not migration.downgrade_sql:
         raise ValueError(f"{migration.version} has no downgrade SQL")
     return _step_script(
         schema,
-        guard_sql(schema, migration.version)
+        ledger_setup
+        + guard_sql(schema, migration.version)
+        + unrecord_sql(schema, migration, digest=digest)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
-        + unrecord_sql(schema, migration)
         + session_reset(migration.downgrade_sql),
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
+        digest=digest,
     )
 
 
-def record_sql(schema: str, migration: Migration) -> str:
-    """The ledger row of an applied migration."""
+def ledger_setup_sql(schema: str, *, create: bool, track: bool) -> str:
+    """What a schema's first step runs before its ledger row: create or adopt the ledger
+    (`create`), and start keeping its digest (`track`, see digest.py)."""
+    return ((create_ledger_sql(schema) if create else "")
+            + (digest_sql.track_ledger_sql(schema) if track else ""))
+
+
+def record_sql(schema: str, migration: Migration, *, digest: bool = False) -> str:
+    """The ledger row of an applied migration (and its digest: digest.record_sql)."""
+    if digest:
+        return digest_sql.record_sql(schema, migration)
     return (
         f"INSERT INTO {ledger_name(schema)} (version, checksum) VALUES "
         f"({quote_literal(migration.version)}, {quote_literal(migration.checksum)});\n"
@@ -162,19 +166,22 @@ def is_recorded_already(exc: BaseException, schema: str) -> bool:
             and getattr(exc, "table_name", None) == LEDGER_TABLE)
 
 
-def unrecord_sql(schema: str, migration: Migration) -> str:
+def unrecord_sql(schema: str, migration: Migration, *, digest: bool = False) -> str:
+    if digest:
+        return digest_sql.unrecord_sql(schema, migration)
     return (f"DELETE FROM {ledger_name(schema)} "
             f"WHERE version = {quote_literal(migration.version)};\n")
 
 
 def _step_script(
     schema: str, body: str, *, lock_timeout: float | None, statement_timeout: float | None,
-    runner_wait: float | None,
+    runner_wait: float | None, digest: bool,
 ) -> str:
     return (
         "BEGIN;\n"
         + transaction_prelude(schema, lock_timeout=lock_timeout,
-                              statement_timeout=statement_timeout, runner_wait=runner_wait)
+                              statement_timeout=statement_timeout, runner_wait=runner_wait,
+                              digest=digest)
         + body
         + "COMMIT;"
     )
@@ -230,18 +237,21 @@ def creation_chunks(
     schema: str,
     migrations: tuple[Migration, ...],
     *,
+    digest: bool = False,
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
 ) -> list[CreationChunk]:
-    """What creates a tenant schema, its ledger and every migration's objects: one SQL
-    round trip when every migration is SQL, split around Python migrations."""
+    """What creates a tenant schema, its ledger (tracked by the digest when `digest`)
+    and every migration's objects: one SQL round trip when every migration is SQL,
+    split around Python migrations. The ledger rows go first, as in upgrade_script."""
     chunks: list[CreationChunk] = []
     parts = [
-        transaction_prelude(schema, lock_timeout=lock_timeout,
-                            statement_timeout=statement_timeout, runner_wait=runner_wait),
+        transaction_prelude(schema, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                            runner_wait=runner_wait, digest=digest),
         f"CREATE SCHEMA {quote_ident(schema)};\n",
-        create_ledger_sql(schema),
+        ledger_setup_sql(schema, create=True, track=digest),
+        *(record_sql(schema, m, digest=digest) for m in migrations),
     ]
     spans: list[tuple[int, int, str]] = []
     for m in migrations:
@@ -256,8 +266,8 @@ def creation_chunks(
             body = f"{sql.rstrip()}\n;\n"
             spans.append((offset, offset + len(body), m.version))
             parts.append(body)
-        parts.append(record_sql(schema, m))
-    chunks.append(CreationChunk("".join(parts), tuple(spans)))
+    if parts:
+        chunks.append(CreationChunk("".join(parts), tuple(spans)))
     return chunks
 
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import anyio
 import asyncpg
 
+from .digest import writer_mark
 from .migration import Migration
 from .planning import Direction
 from .sql import (
-    create_ledger_sql,
     downgrade_script,
     guard_sql,
     is_guard_stop,
@@ -51,6 +51,7 @@ class ExecutionOptions:
     runner_wait: float | None = 120.0  # wait for another runner holding the schema's lock
     retries: int = 3  # extra attempts after lock timeouts or lost connections
     retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
+    digest: bool = False  # keep tenant ledgers' digests (the engine sets it, see digest.py)
 
     @property
     def timeouts(self) -> dict[str, float | None]:
@@ -65,8 +66,9 @@ class Step:
     schema: str
     migration: Migration
     direction: Direction
-    ensure_ledger: bool
     options: ExecutionOptions
+    ledger_setup: str = ""  # create/adopt/track the ledger first (sql.ledger_setup_sql)
+    digest: bool = False  # write the ledger row with its digest (digest.py)
 
     @property
     def up(self) -> bool:
@@ -89,10 +91,9 @@ class Step:
         return await self._script(conn)
 
     def script(self) -> str:
-        if self.up:
-            return upgrade_script(self.schema, self.migration, ensure_ledger=self.ensure_ledger,
-                                  **self.options.timeouts)
-        return downgrade_script(self.schema, self.migration, **self.options.timeouts)
+        build = upgrade_script if self.up else downgrade_script
+        return build(self.schema, self.migration, ledger_setup=self.ledger_setup,
+                     digest=self.digest, **self.options.timeouts)
 
     async def _script(self, conn: asyncpg.Connection) -> bool:
         try:
@@ -111,7 +112,7 @@ class Step:
             async with conn.transaction():
                 await conn.execute(self._opening())
                 await step(conn)
-                await conn.execute(self._closing() + "RESET ALL;")
+                await conn.execute("RESET ALL;")
         except asyncpg.PostgresError as exc:
             if not self._done_already(exc):
                 raise
@@ -125,8 +126,8 @@ class Step:
         await conn.execute(f"SET lock_timeout = {millis(self.options.runner_wait)}; "
                            f"SELECT pg_advisory_lock({key})")
         try:
-            if self.ensure_ledger:
-                await conn.execute(create_ledger_sql(self.schema))
+            if self.ledger_setup:
+                await conn.execute(self.ledger_setup)
             applied = await conn.fetchval(
                 f"SELECT count(*) FROM {ledger_name(self.schema)} WHERE version = $1",
                 self.migration.version)
@@ -138,8 +139,9 @@ class Step:
                 f"SET statement_timeout = {millis(self.options.statement_timeout)}")
             for statement in split_statements(sql):
                 await conn.execute(statement)
-            await conn.execute(record_sql(self.schema, self.migration) if self.up
-                               else unrecord_sql(self.schema, self.migration))
+            # one implicit transaction: the mark is local to it
+            mark = f"SELECT {writer_mark()};\n" if self.digest else ""
+            await conn.execute(mark + self._ledger_write())
             return True
         finally:
             # shielded: a cancelled rollout must not hand the pool a connection that
@@ -151,15 +153,17 @@ class Step:
         return is_guard_stop(exc) or is_recorded_already(exc, self.schema)
 
     def _opening(self) -> str:
-        """Lock, scope and claim (or guard): the start of a client-driven transaction."""
-        prelude = transaction_prelude(self.schema, **self.options.timeouts)
+        """Lock, scope, guard (reverting) and the ledger write: the start of a
+        client-driven transaction, before the migration's function runs."""
+        prelude = (transaction_prelude(self.schema, digest=self.digest, **self.options.timeouts)
+                   + self.ledger_setup)
         if self.up:
-            ledger = create_ledger_sql(self.schema) if self.ensure_ledger else ""
-            return prelude + ledger + record_sql(self.schema, self.migration)
-        return prelude + guard_sql(self.schema, self.migration.version)
+            return prelude + self._ledger_write()
+        return prelude + guard_sql(self.schema, self.migration.version) + self._ledger_write()
 
-    def _closing(self) -> str:
-        return "" if self.up else unrecord_sql(self.schema, self.migration)
+    def _ledger_write(self) -> str:
+        write = record_sql if self.up else unrecord_sql
+        return write(self.schema, self.migration, digest=self.digest)
 
 
 async def _release_session(conn: asyncpg.Connection, key: str) -> None:

@@ -8,10 +8,12 @@ step leaves no schema, no ledger and no registry row behind.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncpg
 import pluggy
 
-from . import ledger
+from . import digest, ledger
 from .errors import (
     RegistryMissingError,
     TenantCreationError,
@@ -46,6 +48,7 @@ async def create_tenant(
     name = name or slug
     if not await ledger.registry_exists(conn):
         raise RegistryMissingError()
+    options = replace(options, digest=await digest.prepare(conn))
     chunks = creation_sql(migrations, slug, migrate=migrate, options=options)
     step = "creating the schema"
     try:
@@ -76,9 +79,11 @@ def creation_sql(
     migrations: MigrationSet, slug: str, *, migrate: bool, options: ExecutionOptions
 ) -> list[CreationChunk]:
     """What `create_tenant` sends before the seed hook and the registry row: schema,
-    ledger and every tenant migration (pure; `--dry-run` prints it)."""
+    ledger (tracked when `options.digest`) and every tenant migration (pure;
+    `--dry-run` prints it)."""
     to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
-    return creation_chunks(schema_for(slug), to_apply, **options.timeouts)
+    return creation_chunks(schema_for(slug), to_apply, digest=options.digest,
+                           **options.timeouts)
 
 
 def drop_sql(slug: str, *, options: ExecutionOptions) -> str:
@@ -86,7 +91,8 @@ def drop_sql(slug: str, *, options: ExecutionOptions) -> str:
     schema = schema_for(slug)
     return (transaction_prelude(schema, **options.timeouts)
             + f"DELETE FROM public.tenants WHERE slug = {quote_literal(slug)};\n"
-            + f"{drop_schema_sql(schema)};\n")
+            + f"{drop_schema_sql(schema)};\n"
+            + (digest.forget_sql(schema) if options.digest else ""))
 
 
 async def _run_chunk(conn: asyncpg.Connection, chunk: CreationChunk, slug: str,
@@ -134,6 +140,7 @@ async def drop_tenant(
     """Drop tenant `slug`'s schema (with everything in it) and its registry row, in one
     transaction, under the schema's advisory lock so no rollout is migrating it."""
     schema = schema_for(slug)
+    keeps_digest = await digest.prepare(conn)
     async with conn.transaction():
         await conn.execute(transaction_prelude(schema, **options.timeouts))
         deleted = None
@@ -148,4 +155,6 @@ async def drop_tenant(
                 f"tenant {slug!r} does not exist: not in public.tenants and no schema {schema}")
         if exists:
             await conn.execute(drop_schema_sql(schema))
+        if keeps_digest:
+            await conn.execute(digest.forget_sql(schema))
     return ledger.Tenant(slug, schema, deleted["name"] if deleted else None)

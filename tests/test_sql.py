@@ -23,7 +23,7 @@ def test_identifiers_and_literals_are_always_quoted() -> None:
 
 def test_upgrade_script_is_one_transaction_scoped_to_its_schema() -> None:
     m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"), "ALTER TABLE users ADD c int")
-    script = upgrade_script("tenant_acme", m, ensure_ledger=False, lock_timeout=2.5,
+    script = upgrade_script("tenant_acme", m, lock_timeout=2.5,
                             statement_timeout=None, runner_wait=60)
     assert script.startswith("BEGIN;") and script.endswith("COMMIT;")
     assert "set_config('search_path', '\"tenant_acme\"', true)" in script
@@ -39,7 +39,7 @@ def test_upgrade_script_is_one_transaction_scoped_to_its_schema() -> None:
 def test_a_migration_that_sets_session_state_is_followed_by_reset_all() -> None:
     m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"),
                   "SET statement_timeout = 0;\nUPDATE users SET name = 'x';")
-    script = upgrade_script("tenant_acme", m, ensure_ledger=False, lock_timeout=1,
+    script = upgrade_script("tenant_acme", m, lock_timeout=1,
                             statement_timeout=None, runner_wait=60)
     assert script.endswith("RESET ALL;\nCOMMIT;")
 

@@ -62,8 +62,10 @@ class Settings:
 
     @property
     def options(self) -> ExecutionOptions:
+        # digest: the dry runs show the usual case, a database whose digest table exists
         return ExecutionOptions(lock_timeout=self.lock_timeout,
-                                statement_timeout=self.statement_timeout, retries=self.retries)
+                                statement_timeout=self.statement_timeout, retries=self.retries,
+                                digest=True)
 
     def engine(self, dsn: str, output: RolloutOutput | None = None) -> Engine:
         return Engine(

@@ -27,7 +27,7 @@ import asyncpg
 from archify_core import Engine
 from archify_core.sql import quote_ident
 from tests.conftest import EXAMPLE_MIGRATIONS
-from tests.fleet import add_migration, register_tenants
+from tests.fleet import add_migration, register_tenants, wrong_digests
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -136,6 +136,7 @@ async def check_fleet(dsn: str, versions: list[str]) -> FleetCheck:
             "WHERE c.relname = 'users' AND n.nspname LIKE 'tenant\\_%' GROUP BY n.nspname")
         logged = await conn.fetch(
             "SELECT schema_name, version, count(*) AS n FROM public.apply_log GROUP BY 1, 2")
+        wrong = set(await wrong_digests(conn))
         await conn.execute("COMMIT")
     finally:
         await conn.close()
@@ -146,7 +147,7 @@ async def check_fleet(dsn: str, versions: list[str]) -> FleetCheck:
     check = FleetCheck()
     for schema in schemas:
         _check_schema(check, schema, ledgers.get(schema, []), columns.get(schema), log[schema],
-                      versions)
+                      versions, schema in wrong)
     return check
 
 
@@ -166,8 +167,10 @@ async def _ledgers(conn: asyncpg.Connection, schemas: list[str]) -> dict[str, li
 
 
 def _check_schema(check: FleetCheck, schema: str, ledger: list[str], columns: set[str] | None,
-                  log: Counter[str], versions: list[str]) -> None:
+                  log: Counter[str], versions: list[str], wrong_digest: bool) -> None:
     bad = check.problems[schema]
+    if wrong_digest:
+        bad.append("its digest row disagrees with its ledger")
     if ledger != versions[:len(ledger)]:
         bad.append(f"ledger {ledger} is not a prefix of {versions}")
     if (columns is not None) != (BASE_TENANT in ledger):

@@ -1,0 +1,232 @@
+"""The ledger digest: what every tenant ledger holds, in one table of `public`.
+
+Reading the fleet's state from the ledgers themselves opens two relations per
+tenant (the ledger and its index), which costs the server ~150 µs of CPU per
+schema however the query is written (docs/performance.md). The digest answers
+the same question from one table: a row per tenant ledger with its row count
+and its fingerprint, the XOR of a 64-bit hash of every (version, checksum) row.
+A ledger holding exactly the first k tenant migrations, with the files'
+checksums, has a fingerprint archify can compute from the files alone, so
+planning needs no ledger read for it (`known_ledgers`).
+
+The per-schema ledger stays the truth; the digest follows it in the same
+transaction whoever writes it:
+- archify's own ledger writes update the digest in the same statement
+  (`record_sql`, `unrecord_sql`), in transactions marked by a transaction-local
+  setting (`writer_mark`) so that the trigger below skips them;
+- a trigger on each tracked ledger (`track_ledger_sql`) applies every other
+  write (the guide's manual rollback, psql, older tools): rows inserted,
+  updated or deleted, and TRUNCATE. Its function is SECURITY DEFINER, so a
+  writer needs no privilege on the digest table;
+- a digest is trusted only while both triggers exist and are enabled and its
+  row names the ledger's own table (by OID); otherwise that ledger is read.
+
+Hashing is commutative, so concurrent writers to one ledger (serialized on the
+digest row) leave the right fingerprint in any order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import asyncpg
+
+from .migration import Migration
+from .quoting import ledger_name, quote_literal
+
+DIGEST_TABLE = "public.archify_ledger_digest"
+HASH_FUNCTION = "public.archify_ledger_row_hash"
+SYNC_FUNCTION = "public.archify_ledger_digest_sync"
+ROW_TRIGGER = "archify_ledger_digest"
+TRUNCATE_TRIGGER = "archify_ledger_digest_truncate"
+# Set (transaction-local) by archify's own ledger writes, which update the digest
+# themselves: the row trigger's WHEN skips them.
+WRITER_SETTING = "archify.ledger_writer"
+
+SETUP_SQL = f"""
+SELECT pg_advisory_xact_lock(hashtext('archify_ledger_digest'));
+CREATE TABLE IF NOT EXISTS {DIGEST_TABLE} (
+    schema_name text PRIMARY KEY,
+    ledger oid NOT NULL,
+    fingerprint bigint NOT NULL,
+    applied integer NOT NULL
+) WITH (fillfactor = 50);
+CREATE OR REPLACE FUNCTION {HASH_FUNCTION}(version text, checksum text)
+RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $archify$
+    SELECT ('x' || left(md5(version || chr(31) || coalesce(checksum, '')), 16))::bit(64)::bigint
+$archify$;
+CREATE OR REPLACE FUNCTION {SYNC_FUNCTION}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $archify$
+DECLARE
+    change bigint := 0;
+    delta integer := 0;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE {DIGEST_TABLE} SET fingerprint = 0, applied = 0
+        WHERE schema_name = TG_TABLE_SCHEMA AND ledger = TG_RELID;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        change := change # {HASH_FUNCTION}(OLD.version::text, OLD.checksum::text);
+        delta := delta - 1;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        change := change # {HASH_FUNCTION}(NEW.version::text, NEW.checksum::text);
+        delta := delta + 1;
+    END IF;
+    UPDATE {DIGEST_TABLE} SET fingerprint = fingerprint # change, applied = applied + delta
+    WHERE schema_name = TG_TABLE_SCHEMA AND ledger = TG_RELID;
+    RETURN NULL;
+END
+$archify$;
+"""
+
+_READY = f"""
+SELECT to_regclass('{DIGEST_TABLE}') IS NOT NULL
+       AND to_regprocedure('{SYNC_FUNCTION}()') IS NOT NULL
+       AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL AS ready,
+       coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT')
+                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'INSERT')
+                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'UPDATE')
+                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'DELETE'), false)
+           AS writable
+"""
+
+
+async def prepare(conn: asyncpg.Connection) -> bool:
+    """Create the digest table and its functions if they are missing and this role may;
+    return whether this role keeps digests itself (may write the table). When it may
+    not, archify writes ledgers as before: the trigger keeps tracked ledgers' digests,
+    and untracked ledgers stay untracked (read directly)."""
+    state = await conn.fetchrow(_READY)
+    if not state["ready"]:
+        try:
+            async with conn.transaction():
+                await conn.execute(SETUP_SQL)
+        except asyncpg.InsufficientPrivilegeError:
+            return False
+        state = await conn.fetchrow(_READY)
+    return bool(state["writable"])
+
+
+async def readable(conn: asyncpg.Connection | asyncpg.Pool) -> bool:
+    """Whether the digest table exists and this role may read it (if not, every ledger
+    is read, as before the digest)."""
+    return await conn.fetchval(
+        f"SELECT coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)")
+
+
+# -- SQL text (pure) ---------------------------------------------------------------------
+
+
+def track_ledger_sql(schema: str) -> str:
+    """Start tracking a ledger: its triggers, and its digest row computed from its rows.
+    CREATE TRIGGER locks the ledger against writers until the transaction ends, so no
+    write falls between the row's computation and the trigger."""
+    ledger = ledger_name(schema)
+    return (
+        f"CREATE OR REPLACE TRIGGER {ROW_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {ledger}"
+        f" FOR EACH ROW WHEN (current_setting('{WRITER_SETTING}', true) IS DISTINCT FROM 'on')"
+        f" EXECUTE FUNCTION {SYNC_FUNCTION}();\n"
+        f"CREATE OR REPLACE TRIGGER {TRUNCATE_TRIGGER} AFTER TRUNCATE ON {ledger}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {SYNC_FUNCTION}();\n"
+        + refresh_sql(schema)
+    )
+
+
+def refresh_sql(schema: str) -> str:
+    """Recompute a ledger's digest row from its rows."""
+    ledger = ledger_name(schema)
+    return (
+        f"INSERT INTO {DIGEST_TABLE} (schema_name, ledger, fingerprint, applied)"
+        f" SELECT {quote_literal(schema)}, {quote_literal(ledger)}::regclass,"
+        f" coalesce(bit_xor({HASH_FUNCTION}(version, checksum)), 0), count(*) FROM {ledger}"
+        " ON CONFLICT (schema_name) DO UPDATE SET ledger = EXCLUDED.ledger,"
+        " fingerprint = EXCLUDED.fingerprint, applied = EXCLUDED.applied;\n"
+    )
+
+
+def writer_mark() -> str:
+    """The select-list item that marks a transaction's ledger writes as archify's own
+    (transaction_prelude adds it): the row trigger's WHEN skips them. It must be set
+    before the ledger row is written, which is why every ledger write comes first in
+    its transaction, before the migration's SQL (which might RESET ALL)."""
+    return f"set_config('{WRITER_SETTING}', 'on', true)"
+
+
+def record_sql(schema: str, migration: Migration) -> str:
+    """The ledger row of an applied migration and its digest, in one statement. The
+    hash is the file's (the row holds the file's checksum), computed here."""
+    return (
+        f"WITH recorded AS (INSERT INTO {ledger_name(schema)} (version, checksum) VALUES"
+        f" ({quote_literal(migration.version)}, {quote_literal(migration.checksum)}))\n"
+        f"UPDATE {DIGEST_TABLE} SET fingerprint = fingerprint"
+        f" # {row_hash(migration.version, migration.checksum)}, applied = applied + 1"
+        f" WHERE schema_name = {quote_literal(schema)};\n"
+    )
+
+
+def unrecord_sql(schema: str, migration: Migration) -> str:
+    """Delete a reverted migration's ledger row and take it out of the digest, with the
+    checksum the row holds (which may differ from the file's)."""
+    return (
+        f"WITH removed AS (DELETE FROM {ledger_name(schema)}"
+        f" WHERE version = {quote_literal(migration.version)} RETURNING version, checksum)\n"
+        f"UPDATE {DIGEST_TABLE} d SET fingerprint = d.fingerprint"
+        f" # {HASH_FUNCTION}(r.version, r.checksum), applied = d.applied - 1"
+        f" FROM removed r WHERE d.schema_name = {quote_literal(schema)};\n"
+    )
+
+
+def forget_sql(schema: str) -> str:
+    """Drop a dropped tenant's digest row (harmless if left: it names a ledger OID that
+    no longer exists, so nothing trusts it)."""
+    return f"DELETE FROM {DIGEST_TABLE} WHERE schema_name = {quote_literal(schema)};\n"
+
+
+def catalog_columns(with_digest: bool) -> str:
+    """The fleet catalog query's digest columns: NULL where the digest cannot be trusted."""
+    if not with_digest:
+        return "NULL::bigint AS fingerprint, NULL::int AS digest_rows"
+    return "d.fingerprint, d.applied AS digest_rows"
+
+
+def catalog_joins(with_digest: bool) -> str:
+    """Joins for catalog_columns on the catalog query's `t` (registry) and `c` (ledger)."""
+    if not with_digest:
+        return ""
+    return (
+        f"LEFT JOIN pg_trigger tr ON tr.tgrelid = c.oid AND tr.tgname = '{ROW_TRIGGER}'"
+        " AND tr.tgenabled IN ('O', 'A')\n"
+        f"LEFT JOIN pg_trigger tt ON tt.tgrelid = c.oid AND tt.tgname = '{TRUNCATE_TRIGGER}'"
+        " AND tt.tgenabled IN ('O', 'A')\n"
+        f"LEFT JOIN {DIGEST_TABLE} d ON d.schema_name = t.schema_name AND d.ledger = c.oid"
+        " AND tr.oid IS NOT NULL AND tt.oid IS NOT NULL\n"
+    )
+
+
+# -- the same hash in Python ---------------------------------------------------------------
+
+
+def row_hash(version: str, checksum: str | None) -> int:
+    """HASH_FUNCTION: the first 64 bits of md5(version, 0x1f, checksum), signed."""
+    digest = hashlib.md5(f"{version}\x1f{checksum or ''}".encode(), usedforsecurity=False)
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+@functools.cache
+def known_ledgers(migrations: tuple[Migration, ...]) -> dict[tuple[int, int], Mapping[str, str]]:
+    """(fingerprint, rows) -> applied versions and checksums, for every ledger holding
+    exactly the first k of `migrations` (k = 0..n) with the files' checksums. Any other
+    ledger (a gap, an edited file, an unknown version) matches none and is read."""
+    known: dict[tuple[int, int], Mapping[str, str]] = {(0, 0): MappingProxyType({})}
+    fingerprint = 0
+    applied: dict[str, str] = {}
+    for count, m in enumerate(migrations, 1):
+        fingerprint ^= row_hash(m.version, m.checksum)
+        applied = {**applied, m.version: m.checksum}
+        known[(fingerprint, count)] = MappingProxyType(applied)
+    return known

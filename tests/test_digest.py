@@ -1,0 +1,277 @@
+"""The ledger digest: kept true by every writer, trusted only when it can be, and what
+lets the fleet's state be read without opening every ledger."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from archify_core import Engine, digest, ledger, load_migrations
+from archify_core.migration import Scope
+from tests.fleet import (
+    add_migration,
+    digest_rows,
+    execute,
+    fetchval,
+    register_tenants,
+    wrong_digests,
+)
+
+TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
+
+
+async def _fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
+    async with Engine(dsn, migrations, load_entry_points=False) as engine:
+        assert (await engine.migrate("public")).ok
+        await register_tenants(dsn, slugs)
+        assert (await engine.migrate("tenants")).ok
+
+
+async def _wrong(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await wrong_digests(conn)
+    finally:
+        await conn.close()
+
+
+async def _status(dsn: str, migrations: Path) -> dict[str, tuple[list[str], list[str], bool]]:
+    """slug -> (applied, pending, drift?) from archify status."""
+    async with Engine(dsn, migrations, load_entry_points=False) as engine:
+        status = await engine.status()
+    return {t.slug: (list(t.applied), list(t.pending), bool(t.drift)) for t in status.tenants}
+
+
+async def _states(dsn: str, migrations: Path) -> dict[str, ledger.SchemaState]:
+    async with Engine(dsn, migrations, load_entry_points=False) as engine:
+        known = digest.known_ledgers(engine.migrations.for_kind(Scope.TENANT))
+        states = await ledger.read_tenant_states(engine.pool, None, known)
+    return {s.slug: s for s in states if s.slug}
+
+
+async def test_the_python_hash_is_the_servers(dsn: str, migrations_dir: Path) -> None:
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        await engine.migrate("public")  # creates the digest table and its functions
+        pairs = [("001_x", "ab" * 32), ("002_ünïcode_ß", "c"), ("003_'quote\"", None),
+                 ("", ""), ("004_x", None), *((secrets.token_hex(8), secrets.token_hex(32))
+                                              for _ in range(50))]
+        for version, checksum in pairs:
+            server = await engine.pool.fetchval(
+                "SELECT public.archify_ledger_row_hash($1, $2)", version, checksum)
+            assert server == digest.row_hash(version, checksum), (version, checksum)
+
+
+def test_known_ledgers_are_the_prefixes_of_the_tenant_migrations(migrations_dir: Path) -> None:
+    tenant = load_migrations(migrations_dir).for_kind(Scope.TENANT)
+    known = digest.known_ledgers(tenant)
+    assert len(known) == len(tenant) + 1
+    assert dict(known[(0, 0)]) == {}
+    both = digest.row_hash(tenant[0].version, tenant[0].checksum) ^ digest.row_hash(
+        tenant[1].version, tenant[1].checksum)
+    assert dict(known[(both, 2)]) == {m.version: m.checksum for m in tenant[:2]}
+    gap = digest.row_hash(tenant[0].version, tenant[0].checksum) ^ digest.row_hash(
+        tenant[2].version, tenant[2].checksum)
+    assert (gap, 2) not in known  # 002 and 005 without 003: read from the ledger
+    edited = digest.row_hash(tenant[0].version, "another checksum")
+    assert (edited, 1) not in known
+
+
+async def test_every_archify_write_keeps_the_digest_true(
+    dsn: str, migrations_dir: Path
+) -> None:
+    await _fleet(dsn, migrations_dir, ["acme", "corp", "zeta"])
+    assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp", "tenant_zeta"}
+    assert await _wrong(dsn) == []
+    # a Python migration and one outside a transaction, then roll back and forth
+    (migrations_dir / "006_python.py").write_text(
+        '"""\nPython\n\n# MIGRATION_SCOPE: tenant\n# MIGRATION_VERSION: 006_python\n'
+        '# MIGRATION_DESCRIPTION: python\n"""\n\n\nasync def upgrade(conn):\n'
+        '    await conn.execute("ALTER TABLE users ADD COLUMN py int")\n\n\n'
+        'async def downgrade(conn):\n    await conn.execute("ALTER TABLE users DROP COLUMN py")\n')
+    (migrations_dir / "007_concurrently.py").write_text(
+        '"""\nIndex\n\n# MIGRATION_SCOPE: tenant\n# MIGRATION_VERSION: 007_concurrently\n'
+        '# MIGRATION_DESCRIPTION: index\n# MIGRATION_TRANSACTION: false\n"""\n\n'
+        'UPGRADE_SQL = "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_py ON users (py)"\n'
+        'DOWNGRADE_SQL = "DROP INDEX CONCURRENTLY IF EXISTS users_py"\n')
+    # a migration that resets the session (and with it archify's writer mark)
+    add_migration(migrations_dir, "008_reset", "tenant", "ALTER TABLE users ADD r int; RESET ALL",
+                  "ALTER TABLE users DROP COLUMN r; RESET ALL")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("tenants")).applied_count() == 9
+        assert await _wrong(dsn) == []
+        assert (await engine.rollback(["acme"], steps=4)).ok
+        assert (await engine.rollback(["corp"], to="002_create_tenant_tables")).ok
+        assert await _wrong(dsn) == []
+        await engine.create_tenant("new")
+        await engine.create_tenant("bare", migrate=False)
+        assert (await engine.migrate("tenants")).ok
+        assert await _wrong(dsn) == []
+        status = await engine.status()
+        assert all(not t.pending for t in status.tenants)
+        await engine.drop_tenant("zeta")
+    rows = await digest_rows(dsn)
+    assert "tenant_zeta" not in rows and {"tenant_new", "tenant_bare"} <= set(rows)
+    assert await fetchval(dsn, "SELECT count(*) FROM public.archify_ledger_digest "
+                               "WHERE schema_name = 'tenant_zeta'") == 0
+    assert await _wrong(dsn) == []
+    states = await _states(dsn, migrations_dir)
+    assert all(s.from_digest for s in states.values())
+
+
+async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """The guide's manual rollback (DELETE FROM schema_migrations by hand), an edited
+    checksum, a row for a version no file has and TRUNCATE: the trigger follows each."""
+    slugs = ["deleted", "edited", "unknown", "truncated", "untouched"]
+    await _fleet(dsn, migrations_dir, slugs)
+    await execute(
+        dsn,
+        "SET search_path TO tenant_deleted; "
+        "DELETE FROM schema_migrations WHERE version = '005_add_audit_logs'",
+        "UPDATE tenant_edited.schema_migrations SET checksum = 'x' "
+        "WHERE version = '003_add_user_avatar'",
+        "INSERT INTO tenant_unknown.schema_migrations (version) VALUES ('009_gone')",
+        "TRUNCATE tenant_truncated.schema_migrations",
+    )
+    assert await _wrong(dsn) == []
+    status = await _status(dsn, migrations_dir)
+    assert status["deleted"] == (TENANT[:2], TENANT[2:], False)
+    assert status["edited"] == (TENANT, [], True)
+    assert status["unknown"] == ([*TENANT, "009_gone"], [], True)
+    assert status["truncated"] == ([], TENANT, False)
+    assert status["untouched"] == (TENANT, [], False)
+    states = await _states(dsn, migrations_dir)
+    # a ledger still matching a known state needs no read; the others are read
+    assert states["deleted"].from_digest and states["truncated"].from_digest
+    assert not states["edited"].from_digest and not states["unknown"].from_digest
+    # and the rollout redoes what the manual rollback undid
+    await execute(dsn, "SET search_path TO tenant_deleted; DROP TABLE audit_logs")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.migrate(["deleted"])
+    assert [a.version for a in report.schemas[0].applied] == ["005_add_audit_logs"]
+    assert await _wrong(dsn) == []
+
+
+@pytest.mark.parametrize("how", ["trigger disabled", "trigger dropped", "ledger replaced",
+                                 "row tampered"])
+async def test_a_digest_that_cannot_be_trusted_is_not_used(
+    dsn: str, migrations_dir: Path, how: str
+) -> None:
+    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    ledger_table = "tenant_acme.schema_migrations"
+    edit = {
+        "trigger disabled": f"ALTER TABLE {ledger_table} DISABLE TRIGGER archify_ledger_digest;"
+                            f" DELETE FROM {ledger_table} WHERE version = '005_add_audit_logs'",
+        "trigger dropped": f"DROP TRIGGER archify_ledger_digest_truncate ON {ledger_table};"
+                           f" TRUNCATE {ledger_table}",
+        "ledger replaced": f"CREATE TABLE tenant_acme.copy AS SELECT * FROM {ledger_table}"
+                           " WHERE version <> '005_add_audit_logs';"
+                           f" DROP TABLE {ledger_table};"
+                           f" ALTER TABLE tenant_acme.copy RENAME TO schema_migrations",
+        "row tampered": "UPDATE public.archify_ledger_digest SET fingerprint = 42"
+                        " WHERE schema_name = 'tenant_acme'",
+    }[how]
+    await execute(dsn, edit)
+    expected = {
+        "trigger disabled": (TENANT[:2], TENANT[2:], False),
+        "trigger dropped": ([], TENANT, False),
+        "ledger replaced": (TENANT[:2], TENANT[2:], False),
+        "row tampered": (TENANT, [], False),
+    }[how]
+    status = await _status(dsn, migrations_dir)
+    assert status["acme"] == expected
+    assert status["corp"] == (TENANT, [], False)
+    states = await _states(dsn, migrations_dir)
+    assert not states["acme"].from_digest and states["corp"].from_digest
+    if how != "row tampered":
+        assert not states["acme"].tracked
+        # the next migration of that schema tracks it again, with a true digest
+        add_migration(migrations_dir, "006_more", "tenant", "ALTER TABLE users ADD m int")
+        if expected[1]:
+            await execute(dsn, "DROP TABLE IF EXISTS tenant_acme.audit_logs")
+        async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+            assert (await engine.migrate(["acme"])).ok
+        states = await _states(dsn, migrations_dir)
+        assert states["acme"].tracked and states["acme"].from_digest
+        assert await _wrong(dsn) == []
+
+
+async def test_the_status_of_a_tracked_fleet_opens_no_ledger(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """With a ledger locked against everyone, status still answers at once: it did not
+    read that ledger. (Reading it would wait for the lock.)"""
+    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    locker = await asyncpg.connect(dsn)
+    try:
+        await locker.execute("BEGIN; LOCK TABLE tenant_acme.schema_migrations "
+                             "IN ACCESS EXCLUSIVE MODE")
+        with anyio.fail_after(20):
+            status = await _status(dsn, migrations_dir)
+            async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+                noop = await engine.migrate("tenants")
+        assert status["acme"] == (TENANT, [], False)
+        assert noop.ok and noop.applied_count() == 0
+    finally:
+        await locker.close()
+
+
+async def test_ledgers_from_before_the_digest_are_tracked_by_their_next_migration(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """A fleet migrated by a version of archify without the digest (or by the guide's
+    tool) is read ledger by ledger, and tracked from each schema's next migration."""
+    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await execute(dsn, "DROP TABLE public.archify_ledger_digest",
+                  "DROP TRIGGER archify_ledger_digest ON tenant_acme.schema_migrations",
+                  "DROP TRIGGER archify_ledger_digest_truncate ON tenant_acme.schema_migrations",
+                  "DROP TRIGGER archify_ledger_digest ON tenant_corp.schema_migrations",
+                  "DROP TRIGGER archify_ledger_digest_truncate ON tenant_corp.schema_migrations")
+    assert await _status(dsn, migrations_dir) == {s: (TENANT, [], False) for s in ("acme", "corp")}
+    add_migration(migrations_dir, "006_more", "tenant", "ALTER TABLE users ADD m int")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("all")).applied_count() == 2
+    assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp"}
+    assert await _wrong(dsn) == []
+    states = await _states(dsn, migrations_dir)
+    assert all(s.tracked and s.from_digest for s in states.values())
+
+
+async def test_a_role_that_may_not_write_the_digest_migrates_and_the_trigger_keeps_it(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """The digest table is the owner's; a role owning only a tenant schema migrates it
+    (plain ledger rows) and the SECURITY DEFINER trigger keeps the digest true."""
+    role = f"owner_{secrets.token_hex(3)}"
+    await _fleet(dsn, migrations_dir, ["acme"])
+    database = dsn.split("?", 1)[0].rsplit("/", 1)[1]
+    tables = ["schema_migrations", "users", "audit_logs"]
+    await execute(
+        dsn, f"CREATE ROLE {role} LOGIN",
+        f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+        f"GRANT USAGE ON SCHEMA public TO {role}",
+        f"GRANT SELECT ON public.tenants, public.schema_migrations TO {role}",
+        f"ALTER SCHEMA tenant_acme OWNER TO {role}",
+        *(f"ALTER TABLE tenant_acme.{t} OWNER TO {role}" for t in tables),
+    )
+    add_migration(migrations_dir, "006_more", "tenant", "ALTER TABLE users ADD m int",
+                  "ALTER TABLE users DROP COLUMN m")
+    scheme, rest = dsn.split("://", 1)
+    as_role = f"{scheme}://{role}@{rest.split('@', 1)[1]}"
+    try:
+        async with Engine(as_role, migrations_dir, load_entry_points=False) as engine:
+            assert (await engine.migrate("tenants")).applied_count() == 1
+            assert await _wrong(dsn) == []
+            assert (await engine.rollback(["acme"], steps=1)).ok
+            assert await _wrong(dsn) == []
+            status = await engine.status()
+        assert status.tenants[0].pending == ("006_more",)
+        states = await _states(dsn, migrations_dir)
+        assert states["acme"].from_digest
+    finally:
+        await execute(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
