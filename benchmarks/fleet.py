@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import asyncpg
 
-from archify_core import load_migrations
+from archify_core import digest, load_migrations
 from archify_core.migration import Migration, MigrationSet, Scope
 from archify_core.sql import create_ledger_sql, ledger_name, quote_ident, quote_literal
 
@@ -27,7 +27,8 @@ BUILD_CONNECTIONS = 2
 # Catalogs that DDL churns; vacuumed after each reset.
 CATALOGS = ("pg_catalog.pg_class", "pg_catalog.pg_attribute", "pg_catalog.pg_type",
             "pg_catalog.pg_depend", "pg_catalog.pg_index", "pg_catalog.pg_constraint",
-            "pg_catalog.pg_namespace", "pg_catalog.pg_attrdef", "public.tenants")
+            "pg_catalog.pg_namespace", "pg_catalog.pg_attrdef", "pg_catalog.pg_trigger",
+            "public.tenants", digest.DIGEST_TABLE)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ def applied_sql(schema: str, migrations: list[Migration]) -> str:
 
 
 def tenant_build_sql(schema: str, migrations: list[Migration]) -> str:
+    """A tenant as archify leaves it: its ledger tracked by the digest (digest.py)."""
     return (f"CREATE SCHEMA {quote_ident(schema)};\n" + create_ledger_sql(schema)
-            + applied_sql(schema, migrations))
+            + applied_sql(schema, migrations) + digest.track_ledger_sql(schema))
 
 
 async def build_fleet(dsn: str, migrations: MigrationSet, before: tuple[str, ...], n: int) -> None:
@@ -93,7 +95,7 @@ async def build_fleet(dsn: str, migrations: MigrationSet, before: tuple[str, ...
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("BEGIN;\n" + create_ledger_sql("public") + applied_sql("public", public)
-                           + "COMMIT;")
+                           + digest.SETUP_SQL + "COMMIT;")
     finally:
         await conn.close()
     await _in_batches(dsn, n, lambda schema: tenant_build_sql(schema, tenant))
@@ -153,9 +155,13 @@ async def reset_fleet(dsn: str, migrations: MigrationSet, before: tuple[str, ...
 
     def script(schema: str) -> str:
         versions = ", ".join(quote_literal(m.version) for m in undo)
+        # the digest is recomputed at the end (the baselines do not keep it), so the
+        # trigger is told to skip these deletes
         return (f"SET LOCAL search_path TO {quote_ident(schema)};\n"
+                f"SET LOCAL {digest.WRITER_SETTING} = 'on';\n"
                 + "".join(f"{m.downgrade_sql.rstrip()}\n;\n" for m in undo)
-                + f"DELETE FROM {ledger_name(schema)} WHERE version IN ({versions});\n")
+                + f"DELETE FROM {ledger_name(schema)} WHERE version IN ({versions});\n"
+                + digest.refresh_sql(schema))
 
     if undo:
         await _in_batches(dsn, n, script)
