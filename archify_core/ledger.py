@@ -165,31 +165,64 @@ async def read_public_state(conn: asyncpg.Connection) -> SchemaState:
 
 
 async def with_applied(
-    conn: asyncpg.Connection, states: Sequence[SchemaState]
+    conn: Queryable, states: Sequence[SchemaState]
 ) -> list[SchemaState]:
-    """The same states with `applied` read from their ledgers, in one statement."""
+    """The same states with `applied` read from their ledgers, in one statement.
+
+    A tenant dropped since the catalog was read (its ledger gone: 42P01) is marked
+    as missing, and the others are read again, instead of the whole read failing.
+    """
+    states = list(states)
     readable = [
         (i, s) for i, s in enumerate(states)
         if s.ledger is not LedgerShape.MISSING and s.problem is None and not s.from_digest
     ]
     applied: dict[int, dict[str, str | None]] = {i: {} for i, _ in readable}
-    if readable:
-        parts = [
-            f"SELECT {i}::int AS i, version::text AS version, "
-            f"{'checksum::text' if s.ledger is LedgerShape.CURRENT else 'NULL::text'} AS checksum "
-            f"FROM {quote_ident(s.schema)}.{LEDGER_TABLE}"
-            for i, s in readable
-        ]
+    for _attempt in range(3):
+        if not readable:
+            break
+        try:
+            rows = await conn.fetch(_ledgers_query(readable))
+        except asyncpg.UndefinedTableError:
+            gone = await _gone(conn, readable)
+            if not gone:
+                raise
+            for i, exists in gone.items():
+                states[i] = replace(states[i], exists=exists, ledger=LedgerShape.MISSING)
+                del applied[i]
+            readable = [(i, s) for i, s in readable if i not in gone]
+            continue
         # Every tenant holds the same few versions and checksums: share one string
         # object per value instead of one per row (~2 MB less at 10,000 tenants).
-        for row in await conn.fetch("\nUNION ALL\n".join(parts)):
+        for row in rows:
             checksum = row[2]
             applied[row[0]][sys.intern(row[1])] = (
                 sys.intern(checksum) if checksum is not None else None
             )
+        break
     return [
         replace(s, applied=applied[i]) if i in applied else s for i, s in enumerate(states)
     ]
+
+
+def _ledgers_query(readable: Sequence[tuple[int, SchemaState]]) -> str:
+    return "\nUNION ALL\n".join(
+        f"SELECT {i}::int AS i, version::text AS version, "
+        f"{'checksum::text' if s.ledger is LedgerShape.CURRENT else 'NULL::text'} AS checksum "
+        f"FROM {quote_ident(s.schema)}.{LEDGER_TABLE}"
+        for i, s in readable
+    )
+
+
+async def _gone(conn: Queryable, readable: Sequence[tuple[int, SchemaState]]) -> dict[int, bool]:
+    """Of these states, those whose ledger no longer exists: index -> whether the schema
+    itself still does."""
+    rows = await conn.fetch(
+        "SELECT u.i, to_regnamespace(quote_ident(u.schema)) IS NOT NULL AS exists"
+        " FROM unnest($1::int[], $2::text[]) AS u(i, schema)"
+        f" WHERE to_regclass(quote_ident(u.schema) || '.{LEDGER_TABLE}') IS NULL",
+        [i for i, _ in readable], [s.schema for _, s in readable])
+    return {row["i"]: row["exists"] for row in rows}
 
 
 def _waves(

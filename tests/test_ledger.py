@@ -11,6 +11,7 @@ import pytest
 
 from archify_core import Engine, ledger
 from archify_core.ledger import _waves
+from archify_core.planning import LedgerShape
 from tests.fleet import execute, keep_only, register_tenants
 
 SLUGS = [f"t{i:02d}" for i in range(23)]
@@ -74,9 +75,27 @@ async def test_a_failing_ledger_read_raises_the_servers_error(
     await _fleet(dsn, migrations_dir)
     async with Engine(dsn, migrations_dir) as engine:
         states = await ledger.read_tenant_states(engine.pool, None)
-        # the ledger disappears after the catalog was read: its batch read fails
-        await execute(dsn, "DROP TABLE tenant_t20.schema_migrations")
-        with pytest.raises(asyncpg.UndefinedTableError, match="schema_migrations"):
+        # the ledger changes shape after the catalog was read: its batch read fails
+        await execute(dsn, "ALTER TABLE tenant_t20.schema_migrations RENAME version TO v")
+        with pytest.raises(asyncpg.UndefinedColumnError, match="version"):
             async with ledger.tenant_state_batches(engine.pool, states, 4) as batches:
                 async for _ in batches:
                     pass
+
+
+async def test_a_tenant_dropped_after_the_catalog_read_is_reported_missing_not_an_error(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Between the catalog query and a ledger batch, a tenant is dropped (or only its
+    ledger): the batch marks it missing and reads the others, instead of failing."""
+    await _fleet(dsn, migrations_dir)
+    async with Engine(dsn, migrations_dir) as engine:
+        states = await ledger.read_tenant_states(engine.pool, None)  # no digest: read all
+        await execute(dsn, "DROP SCHEMA tenant_t02 CASCADE",
+                      "DROP TABLE tenant_t04.schema_migrations")
+        read = {s.slug: s for s in await ledger.with_applied(engine.pool, states)}
+    assert not read["t02"].exists and read["t02"].ledger is LedgerShape.MISSING
+    assert read["t04"].exists and read["t04"].ledger is LedgerShape.MISSING
+    assert not read["t02"].applied and not read["t04"].applied
+    assert list(read["t06"].applied) == ["002_create_tenant_tables"]
+    assert list(read["t00"].applied) == ["002_create_tenant_tables"]
