@@ -209,17 +209,16 @@ def is_guard_stop(exc: BaseException) -> bool:
 
 @functools.cache
 def session_reset(sql: str) -> str:
-    """RESET ALL when the migration changes session settings (a plain SET): they would
-    outlive the transaction on a pooled connection. Free when it does not. Cached:
-    a rollout asks once per migration, not once per schema."""
-    statements = split_statements(sql)
-    if any(_SESSION_SET.match(s) for s in statements):
-        return "RESET ALL;\n"
-    return ""
+    """RESET ALL when the migration may change a session setting: it would outlive the
+    transaction on a pooled connection. Any SET, RESET or set_config anywhere in the
+    SQL counts (a DO block's `PERFORM set_config(..., false)`, dynamic SQL, and `ALTER
+    ... SET DEFAULT` too: a needless RESET ALL costs a statement, a missed one leaks a
+    setting into later work). Free for SQL without them. Cached: a rollout asks once
+    per migration, not once per schema."""
+    return "RESET ALL;\n" if _MAY_SET.search(sql) else ""
 
 
-_SESSION_SET = re.compile(r"(?is)^(?:(?:--[^\n]*\n|/\*.*?\*/|\s)*)"
-                          r"(RESET\b|SET\s+(?!LOCAL\b)|SELECT\s+(pg_catalog\.)?set_config\b)")
+_MAY_SET = re.compile(r"(?i)\b(set|reset|set_config)\b")
 
 
 @dataclass(frozen=True, slots=True)

@@ -288,3 +288,25 @@ async def test_a_ledger_without_a_unique_version_gets_one(dsn: str, migrations_d
         dsn, "SELECT count(*) FROM pg_index WHERE indisunique "
              "AND indrelid = 'tenant_handmade.schema_migrations'::regclass") == 1
     assert await ledger_versions(dsn, "tenant_handmade") == TENANT_VERSIONS
+
+
+async def test_a_migration_changing_session_settings_leaves_none_on_pooled_connections(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """set_config(..., false) (or a SET inside a DO block) lasts for the session: the
+    engine resets it before the connection goes back to the pool."""
+    add_migration(migrations_dir, "006_session", "tenant",
+                  "DO $$ BEGIN PERFORM set_config('statement_timeout', '4321', false);"
+                  " PERFORM set_config('work_mem', '7777kB', false); END $$;")
+    async with Engine(dsn, migrations_dir, concurrency=2, load_entry_points=False) as engine:
+        await engine.migrate("public")
+        await register_tenants(dsn, ["a", "b", "c", "d"])
+        assert (await engine.migrate("tenants")).ok
+        connections = [await engine.pool.acquire() for _ in range(engine.pool_size)]
+        try:
+            for conn in connections:
+                assert await conn.fetchval("SHOW statement_timeout") == "0"
+                assert await conn.fetchval("SHOW work_mem") != "7777kB"
+        finally:
+            for conn in connections:
+                await engine.pool.release(conn)

@@ -36,9 +36,14 @@ def test_upgrade_script_is_one_transaction_scoped_to_its_schema() -> None:
     assert script.index("INSERT INTO") < script.index("ALTER TABLE users")
 
 
-def test_a_migration_that_sets_session_state_is_followed_by_reset_all() -> None:
-    m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"),
-                  "SET statement_timeout = 0;\nUPDATE users SET name = 'x';")
+@pytest.mark.parametrize("sql", [
+    "SET statement_timeout = 0;\nUPDATE users SET name = 'x';",
+    "SELECT set_config('statement_timeout', '1234', false)",
+    "DO $$ BEGIN PERFORM pg_catalog.set_config('work_mem', '8MB', false); END $$",
+    "DO $$ BEGIN EXECUTE 'set work_mem = ''8MB'''; END $$",
+])
+def test_a_migration_that_may_set_session_state_is_followed_by_reset_all(sql: str) -> None:
+    m = Migration("003_x", Scope.TENANT, "d", Path("003_x.py"), sql)
     script = upgrade_script("tenant_acme", m, lock_timeout=1,
                             statement_timeout=None, runner_wait=60)
     assert script.endswith("RESET ALL;\nCOMMIT;")
