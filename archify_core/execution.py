@@ -1,9 +1,9 @@
 """Applying one schema's plan against PostgreSQL: the only place migrations run.
 
 Each migration is one round trip: BEGIN, the schema's advisory lock, SET LOCAL
-search_path / lock_timeout / statement_timeout, a guard against a runner that
-got there first, the migration's SQL, its ledger row, COMMIT. So a migration
-is applied and recorded wholly or not at all, and never twice.
+search_path / lock_timeout / statement_timeout, its ledger row (whose unique
+version stops a runner that got there first), the migration's SQL, COMMIT. So
+a migration is applied and recorded wholly or not at all, and never twice.
 """
 
 from __future__ import annotations

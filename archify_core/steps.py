@@ -1,8 +1,9 @@
 """The three ways one migration step runs in one schema.
 
 - SQL (the usual case): one round trip carrying BEGIN, the schema's advisory
-  lock, SET LOCAL scope and timeouts, the already-done guard, the SQL, the
-  ledger row and COMMIT.
+  lock, SET LOCAL scope and timeouts, the ledger row (with the ledger's
+  digest; when reverting, the already-done guard and the row's deletion), the
+  SQL and COMMIT.
 - Python (`async def upgrade(conn)`): the same transaction, driven from the
   client, with the migration's function called in the middle.
 - Outside a transaction (`# MIGRATION_TRANSACTION: false`, for statements such
