@@ -30,7 +30,7 @@ from ..report import RolloutReport
 from ..scaffold import new_migration
 from ..steps import ExecutionOptions
 from ..tenant_lifecycle import creation_sql, drop_sql
-from ..tenants import schema_for
+from ..tenants import schema_for, validate_slug
 from .progress import RolloutOutput
 from .render import closing_lines, rollout_title, status_lines
 
@@ -202,6 +202,8 @@ def _migrate_command(name: str, help_text: str, target: str | None) -> None:
     @pass_settings
     def command(settings: Settings, max_failures: int | None, dry_run: bool, as_json: bool,
                 quiet: bool, slug: str | None = None) -> None:
+        if slug is not None:
+            _guarded(lambda: validate_slug(slug))  # before connecting: bad input is exit 2
         migrate_target: str | list[str] = target or [slug or ""]
         label = target or slug or ""
         _rollout(settings, rollout_title(label, dry_run),
@@ -352,6 +354,10 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
         fail("choose exactly one of --schema public, --tenant SLUG, --all-tenants", EXIT_USAGE)
     if (to is None) == (steps is None):
         fail("choose exactly one of --to VERSION and --steps N", EXIT_USAGE)
+    for slug in tenants:  # before connecting: bad input is exit 2 whatever the DSN
+        _guarded(lambda slug=slug: validate_slug(slug))
+    if to is not None and _load(settings).get(to) is None:
+        fail(f"--to {to}: no migration file has this version", EXIT_USAGE)
     target: str | list[str] = "public" if schema else list(tenants) or "tenants"
     label = target if isinstance(target, str) else ", ".join(target)
     _rollout(settings, f"⏪ Rolling back {label}{' (dry run)' if dry_run else ''}...",
