@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import asyncpg
@@ -44,8 +45,54 @@ class _Retry(Exception):
         self.reason = reason
 
 
+class Lease:
+    """A worker's way to a connection. With `keep`, the connection it got is kept for the
+    worker's next steps and schemas (a pool acquire and release per migration is a good
+    part of the client's CPU at fleet scale) and replaced once it is closed; without,
+    each step acquires and releases one. Keep only while the pool has a connection to
+    spare for the ledger reads, or they could wait for one forever."""
+
+    def __init__(self, pool: asyncpg.Pool, *, keep: bool) -> None:
+        self._pool = pool
+        self._keep = keep
+        self._conn: asyncpg.Connection | None = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._conn is not None and not _usable(self._conn):
+            await self.release()  # a no-op for a connection the pool took back on closing
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        conn = self._conn
+        try:
+            yield conn
+        except BaseException:
+            # a step that failed in a way nobody rolled back must not leave a transaction
+            # open for the next one (or the pool)
+            if _usable(conn) and conn.is_in_transaction():
+                conn.terminate()
+            raise
+        finally:
+            if not self._keep:
+                await self.release()
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Open, and still ours: a pooled connection that closes (a terminated backend, our
+    own terminate()) goes back to its pool by itself, and then refuses every call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 async def apply_plan(
-    pool: asyncpg.Pool,
+    lease: Lease,
     plan: SchemaPlan,
     options: ExecutionOptions,
     pm: pluggy.PluginManager,
@@ -68,7 +115,7 @@ async def apply_plan(
         done = Outcome.MIGRATED if plan.direction is Direction.UP else Outcome.ROLLED_BACK
         for current in plan.pending:
             step = Step(state.schema, current, plan.direction, options, setup, digest)
-            applied = await _apply_with_retries(pool, step, emit)
+            applied = await _apply_with_retries(lease, step, emit)
             setup = ""
             if applied is not None:
                 result.applied.append(applied)
@@ -93,14 +140,14 @@ async def apply_plan(
 
 
 async def _apply_with_retries(
-    pool: asyncpg.Pool, step: Step, emit: Callable[[Event], None]
+    lease: Lease, step: Step, emit: Callable[[Event], None]
 ) -> AppliedMigration | None:
     """Run one step; None if another runner already did it."""
     options = step.options
     delay = options.retry_backoff
     for attempt in range(1, options.retries + 2):
         try:
-            return await _apply_once(pool, step)
+            return await _apply_once(lease, step)
         except _Retry as retry:
             if attempt > options.retries:
                 raise _GaveUp(retry.reason, attempt, retry.__cause__) from retry.__cause__
@@ -124,10 +171,10 @@ def _original(exc: BaseException) -> BaseException:
     return exc.cause if isinstance(exc, _GaveUp) and exc.cause is not None else exc
 
 
-async def _apply_once(pool: asyncpg.Pool, step: Step) -> AppliedMigration | None:
+async def _apply_once(lease: Lease, step: Step) -> AppliedMigration | None:
     started = time.perf_counter()
     try:
-        async with pool.acquire() as conn:
+        async with lease.connection() as conn:
             try:
                 if not await step.run(conn):
                     return None
@@ -152,10 +199,11 @@ async def _rollback(conn: asyncpg.Connection) -> None:
     waiting for a server that shut down). A connection that cannot roll back is
     closed, never handed back to the pool mid-transaction."""
     try:
-        if not conn.is_closed() and conn.is_in_transaction():
+        if _usable(conn) and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     except Exception:
-        conn.terminate()
+        if _usable(conn):
+            conn.terminate()
 
 
 def _describe(exc: BaseException) -> str:

@@ -239,7 +239,7 @@ def _waves(
 
 @asynccontextmanager
 async def tenant_state_batches(
-    conn: Queryable, states: Sequence[SchemaState], batch: int = LEDGER_BATCH
+    conn: Queryable, states: Sequence[SchemaState], batch: int | None = None
 ) -> AsyncIterator[AsyncIterator[list[SchemaState]]]:
     """Tenant states with their ledgers read, `batch` schemas at a time, in order.
 
@@ -252,6 +252,7 @@ async def tenant_state_batches(
         async with tenant_state_batches(pool, states) as batches:
             async for batch in batches: ...
     """
+    batch = batch or LEDGER_BATCH
     readers = LEDGER_READERS if isinstance(conn, asyncpg.Pool) else 1
     send, receive = anyio.create_memory_object_stream[list[SchemaState]](readers)
 

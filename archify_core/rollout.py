@@ -17,7 +17,7 @@ import asyncpg
 import pluggy
 
 from .events import Event, SchemaFinished
-from .execution import ExecutionOptions, apply_plan
+from .execution import ExecutionOptions, Lease, apply_plan
 from .planning import SchemaPlan
 from .report import Failure, Outcome, RolloutReport, SchemaResult
 
@@ -58,12 +58,19 @@ class Rollout:
                         await send.send(plan)
 
     async def _worker(self, plans: anyio.abc.ObjectReceiveStream[SchemaPlan]) -> None:
-        async with plans:
-            async for plan in plans:
-                if self.stopping:
-                    self.record(self.settle(plan))
-                else:
-                    self.record(await apply_plan(self.pool, plan, self.options, self.pm, self.emit))
+        # a worker keeps its connection when the pool has one more for the ledger reads
+        lease = Lease(self.pool, keep=self.pool.get_max_size() > self.concurrency)
+        try:
+            async with plans:
+                async for plan in plans:
+                    if self.stopping:
+                        self.record(self.settle(plan))
+                    else:
+                        self.record(await apply_plan(lease, plan, self.options, self.pm,
+                                                     self.emit))
+        finally:
+            with anyio.CancelScope(shield=True):  # cancelled or not, the pool gets it back
+                await lease.release()
 
     def settle(self, plan: SchemaPlan) -> SchemaResult:
         result = settled(plan, stopped=self.stopping)

@@ -16,17 +16,25 @@ import anyio
 import asyncpg
 import pytest
 
-from archify_core import Engine
+from archify_core import Engine, ledger
 from archify_core.errors import DatabaseConnectionError
 from archify_core.events import Event, MigrationRetrying, Notice
+from tests.fleet import execute
 from tests.reliability.conftest import PrivateServer
-from tests.reliability.helpers import build_fleet, check_fleet, tenant_versions, tracked_migrations
+from tests.reliability.helpers import (
+    add_steps,
+    build_fleet,
+    check_fleet,
+    tenant_versions,
+    tracked_migrations,
+)
 
 DEADLOCK_GUARD = 30
 
 
 @pytest.mark.parametrize("pool_size", [1, 2, 3])
-async def test_pool_smaller_than_concurrency(dsn: str, tmp_path: Path, pool_size: int) -> None:
+async def test_pool_smaller_than_concurrency(dsn: str, tmp_path: Path, pool_size: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tracked_migrations(tmp_path / "m", 2)
     await build_fleet(dsn, folder, 30)
     events: list[Event] = []
@@ -39,6 +47,20 @@ async def test_pool_smaller_than_concurrency(dsn: str, tmp_path: Path, pool_size
     assert any("instead of 16" in n for n in notices), notices
     versions = tenant_versions(folder)
     assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+
+    # again with every ledger to read (no digest): workers keep their connection only
+    # while the pool has one more for the reads
+    await execute(dsn, "DROP TABLE public.archify_ledger_digest")
+    add_steps(folder, 1)
+    monkeypatch.setattr(ledger, "FIRST_BATCH", 2)  # reads go on while workers work
+    monkeypatch.setattr(ledger, "LEDGER_BATCH", 2)
+    with anyio.fail_after(DEADLOCK_GUARD):
+        async with Engine(dsn, folder, concurrency=16, pool_size=pool_size,
+                          load_entry_points=False) as engine:
+            assert (await engine.migrate("tenants")).applied_count() == 30
+    versions = tenant_versions(folder)
+    check = await check_fleet(dsn, versions)
+    assert check.consistent and check.complete(len(versions)) == 30, check.describe()
 
 
 @asynccontextmanager
