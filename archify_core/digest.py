@@ -211,6 +211,7 @@ def catalog_joins(with_digest: bool) -> str:
 # -- the same hash in Python ---------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a rollout asks once per schema for the same few rows
 def row_hash(version: str, checksum: str | None) -> int:
     """HASH_FUNCTION: the first 64 bits of md5(version, 0x1f, checksum), signed."""
     digest = hashlib.md5(f"{version}\x1f{checksum or ''}".encode(), usedforsecurity=False)

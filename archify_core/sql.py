@@ -52,6 +52,7 @@ def upgrade_ledger_sql(schema: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=64)  # the same few timeouts in every script
 def millis(seconds: float | None) -> str:
     """A GUC duration value; 0 disables the timeout."""
     # rounded up: a tiny positive timeout must not become 0, which means no limit
