@@ -112,11 +112,9 @@ async def prepare(conn: asyncpg.Connection) -> bool:
     return bool(state["writable"])
 
 
-async def readable(conn: asyncpg.Connection | asyncpg.Pool) -> bool:
-    """Whether the digest table exists and this role may read it (if not, every ledger
-    is read, as before the digest)."""
-    return await conn.fetchval(
-        f"SELECT coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)")
+# Whether the digest table exists and this role may read it (if not, every ledger is
+# read, as before the digest): a select-list expression, asked with the fleet's catalog.
+READABLE = f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)"
 
 
 # -- SQL text (pure) ---------------------------------------------------------------------

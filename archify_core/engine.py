@@ -16,7 +16,7 @@ import pluggy
 
 from . import digest, ledger
 from .dsn import check_dsn, connection_error
-from .errors import ConfigurationError, TenantNotFoundError
+from .errors import ConfigurationError, RegistryMissingError, TenantNotFoundError
 from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
 from .execution import ExecutionOptions
 from .ledger import Queryable
@@ -148,10 +148,11 @@ class Engine:
         """What every schema (or the given tenants) has applied and has pending."""
         conn = self.pool  # as in migrate(): ledger batches are read on several connections
         public = schema_status(self.migrations, await ledger.read_public_state(conn))
-        if not await ledger.registry_exists(conn):
+        try:
+            states = await ledger.read_tenant_states(conn, self._known_slugs(tenants),
+                                                     self._known_ledgers())
+        except RegistryMissingError:
             return FleetStatus(public, [], registry_exists=False)
-        states = await ledger.read_tenant_states(conn, self._known_slugs(tenants),
-                                                 self._known_ledgers())
         rows = []
         async with ledger.tenant_state_batches(conn, states) as batches:
             async for batch in batches:
@@ -209,9 +210,12 @@ class Engine:
     async def _tenant_states(
         self, conn: Queryable, slugs: list[str] | None, *, required: bool
     ) -> list[SchemaState]:
-        if not required and not await ledger.registry_exists(conn):
+        try:
+            states = await ledger.read_tenant_states(conn, slugs, self._known_ledgers())
+        except RegistryMissingError:
+            if required:
+                raise
             return []
-        states = await ledger.read_tenant_states(conn, slugs, self._known_ledgers())
         if slugs is not None:
             missing = sorted(set(slugs) - {s.slug for s in states})
             if missing:

@@ -97,18 +97,34 @@ async def registry_columns(conn: asyncpg.Connection) -> set[str]:
     ))
 
 
-async def _registry_query(conn: asyncpg.Connection) -> str:
+# What the fleet's catalog query depends on, in one round trip: the registry's columns
+# (NULL when there is no registry) and whether the digest may be read.
+_FLEET_SHAPE = f"""
+SELECT (SELECT array_agg(attname::text) FROM pg_attribute
+        WHERE attrelid = to_regclass('public.tenants') AND attnum > 0 AND NOT attisdropped)
+           AS registry_columns,
+       {digest.READABLE} AS digest_readable
+"""
+
+
+def _registry_select(columns: set[str]) -> str:
     """A SELECT of (slug, schema_name, name) over public.tenants, adopting older registries
     that have no schema_name or name column."""
-    if not await registry_exists(conn):
-        raise RegistryMissingError()
-    columns = await registry_columns(conn)
     schema_expr = "schema_name" if "schema_name" in columns else f"'{SCHEMA_PREFIX}' || slug"
     name_expr = "name" if "name" in columns else "NULL"
     return (
         f"SELECT slug::text AS slug, {schema_expr}::text AS schema_name, {name_expr}::text AS name"
         " FROM public.tenants WHERE $1::text[] IS NULL OR slug = ANY($1::text[])"
     )
+
+
+async def _fleet_shape(conn: Queryable) -> tuple[set[str], bool]:
+    """(the registry's columns, whether the digest is readable); RegistryMissingError
+    before `archify public` created the registry."""
+    row = await conn.fetchrow(_FLEET_SHAPE)
+    if row["registry_columns"] is None:
+        raise RegistryMissingError()
+    return set(row["registry_columns"]), row["digest_readable"]
 
 
 async def read_tenant_states(
@@ -119,11 +135,11 @@ async def read_tenant_states(
     One query. Where a tracked ledger's digest is in `known`, its applied versions
     come with it; the others are read later, batch by batch, by `with_applied`.
     Rows whose slug or schema name cannot be trusted carry a `problem` and are
-    never migrated.
+    never migrated. RegistryMissingError before the registry exists.
     """
-    with_digest = await digest.readable(conn)
+    columns, with_digest = await _fleet_shape(conn)
     query = _FLEET_CATALOG.format(
-        registry=await _registry_query(conn),
+        registry=_registry_select(columns),
         digest_columns=digest.catalog_columns(with_digest),
         digest_joins=digest.catalog_joins(with_digest),
     )
@@ -283,7 +299,9 @@ async def tenant_state_batches(
 
 async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
     """Every registered tenant, by slug; empty before the registry exists."""
-    if not await registry_exists(conn):
+    try:
+        columns, _ = await _fleet_shape(conn)
+    except RegistryMissingError:
         return []
-    rows = await conn.fetch(await _registry_query(conn) + " ORDER BY slug", None)
+    rows = await conn.fetch(_registry_select(columns) + " ORDER BY slug", None)
     return [Tenant(row["slug"], row["schema_name"], row["name"]) for row in rows]
