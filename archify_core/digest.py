@@ -84,8 +84,13 @@ END
 $archify$;
 """
 
+# CREATE OR REPLACE TRIGGER and bit_xor: PostgreSQL 14. Older servers run without a
+# digest, reading every ledger as before.
+MIN_SERVER_VERSION = 140000
+
 _READY = f"""
-SELECT to_regclass('{DIGEST_TABLE}') IS NOT NULL
+SELECT current_setting('server_version_num')::int AS server_version,
+       to_regclass('{DIGEST_TABLE}') IS NOT NULL
        AND to_regprocedure('{SYNC_FUNCTION}()') IS NOT NULL
        AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL AS ready,
        coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT')
@@ -100,8 +105,11 @@ async def prepare(conn: asyncpg.Connection) -> bool:
     """Create the digest table and its functions if they are missing and this role may;
     return whether this role keeps digests itself (may write the table). When it may
     not, archify writes ledgers as before: the trigger keeps tracked ledgers' digests,
-    and untracked ledgers stay untracked (read directly)."""
+    and untracked ledgers stay untracked (read directly). Before PostgreSQL 14 there is
+    no digest at all."""
     state = await conn.fetchrow(_READY)
+    if state["server_version"] < MIN_SERVER_VERSION:
+        return False
     if not state["ready"]:
         try:
             async with conn.transaction():
