@@ -72,6 +72,9 @@ async def create_tenant(
         raise
     except Exception as exc:
         raise TenantCreationError(slug, step, exc) from exc
+    # what the migrations or the seed hook set for the session (a plain SET,
+    # set_config(..., false)) must not stay on the pooled connection
+    await conn.execute("RESET ALL")
     return ledger.Tenant(slug, schema, name)
 
 

@@ -294,7 +294,8 @@ async def test_a_migration_changing_session_settings_leaves_none_on_pooled_conne
     dsn: str, migrations_dir: Path
 ) -> None:
     """set_config(..., false) (or a SET inside a DO block) lasts for the session: the
-    engine resets it before the connection goes back to the pool."""
+    engine resets it before the connection goes back to the pool, after a rollout and
+    after creating a tenant."""
     add_migration(migrations_dir, "006_session", "tenant",
                   "DO $$ BEGIN PERFORM set_config('statement_timeout', '4321', false);"
                   " PERFORM set_config('work_mem', '7777kB', false); END $$;")
@@ -302,6 +303,7 @@ async def test_a_migration_changing_session_settings_leaves_none_on_pooled_conne
         await engine.migrate("public")
         await register_tenants(dsn, ["a", "b", "c", "d"])
         assert (await engine.migrate("tenants")).ok
+        await engine.create_tenant("e")  # the same migration, inside tenant creation
         connections = [await engine.pool.acquire() for _ in range(engine.pool_size)]
         try:
             for conn in connections:
