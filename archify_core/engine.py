@@ -22,7 +22,7 @@ from .execution import ExecutionOptions
 from .ledger import Queryable
 from .loader import load_migrations
 from .migration import MigrationSet, Scope
-from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema
+from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema, rollback_problem
 from .plugins import call_hook_quietly, make_plugin_manager
 from .report import RolloutReport
 from .rollout import Rollout, planned
@@ -284,16 +284,14 @@ class Engine:
         A schema where any migration to revert lacks downgrade SQL is failed
         before anything runs in it.
         """
-        if (to is None) == (steps is None):
-            raise ConfigurationError("rollback needs exactly one of --to VERSION or --steps N")
         _check_max_failures(max_failures)
-        if steps is not None and steps < 1:
-            raise ConfigurationError(f"--steps must be at least 1, not {steps}")
-        if to is not None and self.migrations.get(to) is None:
-            raise ConfigurationError(f"--to {to}: no migration file has this version")
         if target == "all":
             raise ConfigurationError("rollback one scope at a time: 'public' or 'tenants'")
         include_public, slugs = _parse_target(target)
+        kind = Scope.PUBLIC if include_public else Scope.TENANT
+        problem = rollback_problem(self.migrations, kind, to=to, steps=steps)
+        if problem:
+            raise ConfigurationError(problem)
         label = f"rollback {target if isinstance(target, str) else ','.join(slugs or ())}"
         report = RolloutReport(target=label, dry_run=dry_run)
         started = time.perf_counter()

@@ -122,6 +122,25 @@ def _blocked(
     return None
 
 
+def rollback_problem(
+    migrations: MigrationSet, kind: Scope, *, to: str | None, steps: int | None
+) -> str | None:
+    """Why a rollback of `kind` schemas with these arguments cannot be planned, if it
+    cannot: checked before connecting (the CLI) and before reading (the engine)."""
+    if (to is None) == (steps is None):
+        return "rollback needs exactly one of --to VERSION or --steps N"
+    if steps is not None and steps < 1:
+        return f"--steps must be at least 1, not {steps}"
+    if to is not None:
+        target = migrations.get(to)
+        if target is None:
+            return f"--to {to}: no migration file has this version"
+        if not target.applies_to(kind):
+            # every migration of these schemas would be "after" it: refuse, do not guess
+            return f"--to {to}: that migration is not applied to {kind} schemas"
+    return None
+
+
 def plan_rollback(
     migrations: MigrationSet, state: SchemaState, *, to: str | None = None,
     steps: int | None = None,

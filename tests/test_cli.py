@@ -103,13 +103,19 @@ def test_bad_input_exits_2_without_a_traceback(dsn: str, migrations_dir: Path) -
     assert unreachable.returncode == 2 and "cannot connect" in unreachable.stderr
     assert "secret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
     # bad input is named before any connection is tried, whatever the DSN
-    for command in (["tenant", "Bad-Slug"], ["rollback", "--steps", "1", "--tenant", "Bad-Slug"]):
+    for command in (["tenant", "Bad-Slug"], ["rollback", "--steps", "1", "--tenant", "Bad-Slug"],
+                    ["create-tenant", "Bad-Slug"]):
         early = archify(*command, dsn="postgresql://u@127.0.0.1:1/db", migrations=migrations_dir)
         assert early.returncode == 2 and "invalid tenant slug 'Bad-Slug'" in early.stderr, early
         assert "cannot connect" not in early.stderr
     no_version = archify("rollback", "--to", "999_nope", "--all-tenants",
                          dsn="postgresql://u@127.0.0.1:1/db", migrations=migrations_dir)
     assert no_version.returncode == 2 and "--to 999_nope: no migration file" in no_version.stderr
+    # a public migration as the tenants' --to would revert every tenant migration
+    wrong_scope = archify("rollback", "--to", "001_create_public_tables", "--all-tenants",
+                          dsn="postgresql://u@127.0.0.1:1/db", migrations=migrations_dir)
+    assert wrong_scope.returncode == 2, wrong_scope
+    assert "not applied to tenant schemas" in wrong_scope.stderr
 
     missing = archify("status", migrations=migrations_dir / "nope", dsn=dsn)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from archify_core.migration import Migration, MigrationSet, Scope
-from archify_core.planning import LedgerShape, SchemaState, drift_of, plan_schema
+from archify_core.planning import (
+    LedgerShape,
+    SchemaState,
+    drift_of,
+    plan_schema,
+    rollback_problem,
+)
 from archify_core.status import schema_status
 
 
@@ -83,3 +89,19 @@ def test_status_shape_matches_the_json_contract() -> None:
         "slug": "acme", "schema": "tenant_acme", "applied": ["002_tenant"],
         "pending": ["003_tenant", "004_both"],
     }
+
+
+def test_a_rollback_target_must_exist_and_apply_to_the_scope() -> None:
+    migrations = MigrationSet([_m("001_p", Scope.PUBLIC), _m("002_t", Scope.TENANT),
+                               _m("003_b", Scope.BOTH)])
+    assert rollback_problem(migrations, Scope.TENANT, to="002_t", steps=None) is None
+    assert rollback_problem(migrations, Scope.TENANT, to="003_b", steps=None) is None
+    assert rollback_problem(migrations, Scope.PUBLIC, to=None, steps=2) is None
+    assert "not applied to tenant schemas" in str(
+        rollback_problem(migrations, Scope.TENANT, to="001_p", steps=None))
+    assert "not applied to public schemas" in str(
+        rollback_problem(migrations, Scope.PUBLIC, to="002_t", steps=None))
+    assert "no migration file" in str(
+        rollback_problem(migrations, Scope.TENANT, to="009_x", steps=None))
+    assert "exactly one" in str(rollback_problem(migrations, Scope.TENANT, to="002_t", steps=1))
+    assert "at least 1" in str(rollback_problem(migrations, Scope.TENANT, to=None, steps=0))

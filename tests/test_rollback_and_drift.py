@@ -129,6 +129,8 @@ async def test_dry_runs_change_nothing_and_show_the_sql(dsn: str, migrations_dir
     assert create.returncode == 0 and 'CREATE SCHEMA "tenant_newco"' in create.stdout
     drop = archify("drop-tenant", "acme", "--dry-run", dsn=dsn, migrations=migrations_dir)
     assert drop.returncode == 0 and 'DROP SCHEMA "tenant_acme" CASCADE' in drop.stdout
+    assert drop.stdout.index("BEGIN;") < drop.stdout.index("DROP SCHEMA") < drop.stdout.index(
+        "COMMIT;")
     assert await fetchval(dsn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'") == 1
     assert await fetchval(dsn, "SELECT count(*) FROM public.tenants") == 1
 

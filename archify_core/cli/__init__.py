@@ -25,6 +25,7 @@ from ..errors import ArchifyError, ConfigurationError, TenantCreationError, Tena
 from ..event_loop import run_async
 from ..loader import load_migrations
 from ..migration import MigrationSet, Scope
+from ..planning import rollback_problem
 from ..plugins import load_plugin_reference
 from ..report import RolloutReport
 from ..scaffold import new_migration
@@ -269,6 +270,7 @@ _migrate_command("all", "Migrate public, then every tenant schema.", "all")
 def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: str | None,
                   no_migrate: bool, if_not_exists: bool, dry_run: bool) -> None:
     """Create a tenant: schema, every tenant migration, seed, registry row — all or nothing."""
+    _guarded(lambda: validate_slug(slug))  # before connecting: bad input is exit 2
     if dry_run:
         migrations = _load(settings)
         chunks = _guarded(lambda: creation_sql(migrations, slug, migrate=not no_migrate,
@@ -311,7 +313,7 @@ def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None
     schema = _guarded(lambda: schema_for(slug))
     if dry_run:
         settings.print(f"-- dry run: drop tenant {slug} (one transaction)",
-                       drop_sql(slug, options=settings.options) + "COMMIT;")
+                       "BEGIN;\n" + drop_sql(slug, options=settings.options) + "COMMIT;")
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -352,12 +354,13 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
     chosen = [bool(schema), bool(tenants), all_tenants]
     if sum(chosen) != 1:
         fail("choose exactly one of --schema public, --tenant SLUG, --all-tenants", EXIT_USAGE)
-    if (to is None) == (steps is None):
-        fail("choose exactly one of --to VERSION and --steps N", EXIT_USAGE)
-    for slug in tenants:  # before connecting: bad input is exit 2 whatever the DSN
+    # before connecting: bad input is exit 2 whatever the DSN
+    for slug in tenants:
         _guarded(lambda slug=slug: validate_slug(slug))
-    if to is not None and _load(settings).get(to) is None:
-        fail(f"--to {to}: no migration file has this version", EXIT_USAGE)
+    problem = rollback_problem(_load(settings), Scope.PUBLIC if schema else Scope.TENANT,
+                               to=to, steps=steps)
+    if problem:
+        fail(problem, EXIT_USAGE)
     target: str | list[str] = "public" if schema else list(tenants) or "tenants"
     label = target if isinstance(target, str) else ", ".join(target)
     _rollout(settings, f"⏪ Rolling back {label}{' (dry run)' if dry_run else ''}...",
