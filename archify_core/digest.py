@@ -35,7 +35,7 @@ from types import MappingProxyType
 import asyncpg
 
 from .migration import Migration
-from .quoting import ledger_name, quote_literal
+from .quoting import LEDGER_TABLE, ledger_name, quote_literal
 
 DIGEST_TABLE = "public.archify_ledger_digest"
 HASH_FUNCTION = "public.archify_ledger_row_hash"
@@ -123,6 +123,36 @@ async def prepare(conn: asyncpg.Connection) -> bool:
 # Whether the digest table exists and this role may read it (if not, every ledger is
 # read, as before the digest): a select-list expression, asked with the fleet's catalog.
 READABLE = f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)"
+
+
+# Digest rows that name their schema's ledger: the ones a fleet read would trust (given
+# the triggers), with the ledger's own rows summed by the server's hash function.
+_DIGESTS_AND_LEDGERS = f"""
+SELECT d.schema_name, d.fingerprint, d.applied
+FROM {DIGEST_TABLE} d
+JOIN pg_class c ON c.oid = d.ledger AND c.relname = '{LEDGER_TABLE}'
+JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.schema_name
+ORDER BY d.schema_name
+"""
+CHECK_BATCH = 250  # ledgers per statement, as in ledger.LEDGER_BATCH: the lock table
+
+
+async def stale(conn: asyncpg.Connection) -> list[str]:
+    """The schemas whose digest row disagrees with what their ledger holds: written with
+    the triggers skipped (session_replication_role = replica, a disabled trigger) or the
+    row edited by hand. Reads every such ledger; `archify validate` reports them."""
+    if not await conn.fetchval(f"SELECT {READABLE}"):
+        return []
+    digests = await conn.fetch(_DIGESTS_AND_LEDGERS)
+    found = []
+    for start in range(0, len(digests), CHECK_BATCH):
+        part = digests[start:start + CHECK_BATCH]
+        query = "\nUNION ALL\n".join(
+            f"SELECT {i} AS i, coalesce(bit_xor({HASH_FUNCTION}(version, checksum)), 0),"
+            f" count(*)::int FROM {ledger_name(d['schema_name'])}" for i, d in enumerate(part))
+        found += [part[r[0]]["schema_name"] for r in await conn.fetch(query)
+                  if (r[1], r[2]) != (part[r[0]]["fingerprint"], part[r[0]]["applied"])]
+    return sorted(found)
 
 
 # -- SQL text (pure) ---------------------------------------------------------------------

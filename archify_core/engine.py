@@ -24,6 +24,7 @@ from .loader import load_migrations
 from .migration import MigrationSet, Scope
 from .planning import SchemaPlan, SchemaState, plan_rollback, plan_schema, rollback_problem
 from .plugins import call_hook_quietly, make_plugin_manager
+from .quoting import LEDGER_TABLE, quote_ident
 from .report import RolloutReport
 from .rollout import Rollout, planned
 from .status import FleetStatus, schema_status
@@ -342,8 +343,9 @@ class Engine:
         return tenant
 
     async def validate(self) -> list[str]:
-        """Drift between the files and every schema's ledger, one line per problem
-        (the files themselves were validated when the engine opened)."""
+        """Drift between the files and every schema's ledger, and ledger digests that
+        disagree with their ledger, one line per problem (the files themselves were
+        validated when the engine opened)."""
         status = await self.status()
         problems = []
         for schema in [status.public, *status.tenants]:
@@ -356,6 +358,14 @@ class Engine:
                          for v in drift.out_of_order]
             if schema.problem and not drift.out_of_order:
                 problems.append(f"{schema.schema}: {schema.problem}")
+        async with self.pool.acquire() as conn:
+            problems += [
+                f"{schema}: its ledger digest disagrees with its ledger (rows written with "
+                "triggers skipped?), and status or rollouts may trust it: run DROP TRIGGER "
+                f"{digest.ROW_TRIGGER} ON {quote_ident(schema)}.{LEDGER_TABLE} so that the "
+                "ledger is read, and tracked again by its next migration"
+                for schema in await digest.stale(conn)
+            ]
         return problems
 
 def _check_max_failures(max_failures: int | None) -> None:

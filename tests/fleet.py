@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from archify_core import digest
 from archify_core.sql import quote_ident, quote_literal
 
 
@@ -101,35 +102,10 @@ def write_file(folder: Path, name: str, text: str | bytes) -> None:
         path.write_text(text)
 
 
-async def digest_rows(dsn: str) -> dict[str, tuple[int, int]]:
-    """Every trusted digest row (its ledger is the one in its schema): schema ->
-    (fingerprint, rows)."""
+async def digest_rows(dsn: str) -> set[str]:
+    """The schemas with a digest row that names their ledger."""
     conn = await asyncpg.connect(dsn)
     try:
-        return {r[0]: (r[1], r[2]) for r in await conn.fetch(_TRUSTED_DIGESTS)}
+        return {r[0] for r in await conn.fetch(digest._DIGESTS_AND_LEDGERS)}
     finally:
         await conn.close()
-
-
-async def wrong_digests(conn: asyncpg.Connection) -> list[str]:
-    """The schemas whose digest row, though it names their ledger, disagrees with what the
-    ledger holds (computed from its rows with the server's own hash function)."""
-    if not await conn.fetchval("SELECT to_regclass('public.archify_ledger_digest') IS NOT NULL"):
-        return []
-    digests = await conn.fetch(_TRUSTED_DIGESTS)
-    if not digests:
-        return []
-    query = "\nUNION ALL\n".join(
-        f"SELECT {i} AS i, coalesce(bit_xor(public.archify_ledger_row_hash(version, checksum)),"
-        f" 0) AS fingerprint, count(*)::int AS applied FROM {quote_ident(d[0])}.schema_migrations"
-        for i, d in enumerate(digests))
-    return sorted(digests[r[0]][0] for r in await conn.fetch(query)
-                  if (r[1], r[2]) != (digests[r[0]][1], digests[r[0]][2]))
-
-
-_TRUSTED_DIGESTS = (
-    "SELECT d.schema_name, d.fingerprint, d.applied FROM public.archify_ledger_digest d "
-    "JOIN pg_class c ON c.oid = d.ledger AND c.relname = 'schema_migrations' "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = d.schema_name "
-    "ORDER BY d.schema_name"
-)

@@ -18,7 +18,6 @@ from tests.fleet import (
     execute,
     fetchval,
     register_tenants,
-    wrong_digests,
 )
 
 TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
@@ -34,7 +33,7 @@ async def _fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
 async def _wrong(dsn: str) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await wrong_digests(conn)
+        return await digest.stale(conn)
     finally:
         await conn.close()
 
@@ -84,7 +83,7 @@ async def test_every_archify_write_keeps_the_digest_true(
     dsn: str, migrations_dir: Path
 ) -> None:
     await _fleet(dsn, migrations_dir, ["acme", "corp", "zeta"])
-    assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp", "tenant_zeta"}
+    assert await digest_rows(dsn) == {"tenant_acme", "tenant_corp", "tenant_zeta"}
     assert await _wrong(dsn) == []
     # a Python migration and one outside a transaction, then roll back and forth
     (migrations_dir / "006_python.py").write_text(
@@ -113,8 +112,7 @@ async def test_every_archify_write_keeps_the_digest_true(
         status = await engine.status()
         assert all(not t.pending for t in status.tenants)
         await engine.drop_tenant("zeta")
-    rows = await digest_rows(dsn)
-    assert {"tenant_new", "tenant_bare"} <= set(rows)
+    assert {"tenant_new", "tenant_bare"} <= await digest_rows(dsn)
     assert await fetchval(dsn, "SELECT count(*) FROM public.archify_ledger_digest "
                                "WHERE schema_name = 'tenant_zeta'") == 0
     assert await _wrong(dsn) == []
@@ -238,7 +236,7 @@ async def test_ledgers_from_before_the_digest_are_tracked_by_their_next_migratio
     add_migration(migrations_dir, "006_more", "tenant", "ALTER TABLE users ADD m int")
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("all")).applied_count() == 2
-    assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp"}
+    assert await digest_rows(dsn) == {"tenant_acme", "tenant_corp"}
     assert await _wrong(dsn) == []
     states = await _states(dsn, migrations_dir)
     assert all(s.tracked and s.from_digest for s in states.values())
@@ -293,3 +291,22 @@ async def test_before_postgresql_14_there_is_no_digest_and_everything_works(
     assert await fetchval(dsn, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'archify%'") == 0
     status = await _status(dsn, migrations_dir)
     assert status == {"acme": (TENANT[:2], TENANT[2:], False), "corp": (TENANT, [], False)}
+
+
+async def test_validate_finds_a_digest_written_around_the_triggers(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """A ledger row deleted with triggers skipped (session_replication_role = replica) is
+    the digest's blind spot: status still trusts it, `archify validate` says so and how
+    to fix it, and after the fix status reads the ledger."""
+    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await execute(dsn, "SET session_replication_role = replica; DELETE FROM "
+                       "tenant_acme.schema_migrations WHERE version = '005_add_audit_logs'")
+    assert (await _status(dsn, migrations_dir))["acme"] == (TENANT, [], False)  # trusted
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        problems = await engine.validate()
+    [problem] = problems
+    assert problem.startswith("tenant_acme: its ledger digest disagrees with its ledger")
+    fix = problem[problem.index("DROP TRIGGER"):problem.index(" so that")]
+    await execute(dsn, fix)
+    assert (await _status(dsn, migrations_dir))["acme"] == (TENANT[:2], TENANT[2:], False)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import asyncpg
 
-from archify_core import Engine
+from archify_core import Engine, digest
 from archify_core.sql import quote_ident
 from tests.conftest import EXAMPLE_MIGRATIONS
-from tests.fleet import add_migration, register_tenants, wrong_digests
+from tests.fleet import add_migration, register_tenants
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -136,7 +136,7 @@ async def check_fleet(dsn: str, versions: list[str]) -> FleetCheck:
             "WHERE c.relname = 'users' AND n.nspname LIKE 'tenant\\_%' GROUP BY n.nspname")
         logged = await conn.fetch(
             "SELECT schema_name, version, count(*) AS n FROM public.apply_log GROUP BY 1, 2")
-        wrong = set(await wrong_digests(conn))
+        wrong = set(await digest.stale(conn))
         await conn.execute("COMMIT")
     finally:
         await conn.close()
