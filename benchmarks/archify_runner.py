@@ -33,7 +33,7 @@ async def measure(dsn: str, migrations: str, work: str, concurrency: int,
             ok = report.ok
         elif work == "status":
             fleet = await engine.status()
-            ok = fleet.pending_count == 0 and len(fleet.tenants) > 0
+            ok = fleet.pending_count == 0 and len(fleet.tenants) == count
         elif work == "create":
             for i in range(count):
                 t0 = time.perf_counter()

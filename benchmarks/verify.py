@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from archify_core import digest
 from archify_core.migration import MigrationSet
 from archify_core.sql import quote_ident
 
@@ -51,9 +52,11 @@ async def reference_fingerprint(conn: asyncpg.Connection, migrations: MigrationS
 
 
 async def verify_fleet(dsn: str, migrations: MigrationSet, versions: tuple[str, ...],
-                       schemas: list[str]) -> None:
+                       schemas: list[str], *, digests: bool = False) -> None:
     """Raise VerificationError unless every schema in `schemas` (and no other tenant
-    registered) holds exactly `versions` and their objects."""
+    registered) holds exactly `versions` and their objects; with `digests` (after an
+    archify run: the baselines do not keep them), also unless every schema's ledger
+    digest is there and agrees with its ledger."""
     conn = await asyncpg.connect(dsn)
     try:
         expected = await reference_fingerprint(conn, migrations, versions)
@@ -78,5 +81,12 @@ async def verify_fleet(dsn: str, migrations: MigrationSet, versions: tuple[str, 
                 if sorted(row["v"] or []) != want:
                     raise VerificationError(f"{part[row['i']]} has ledger {row['v']}, "
                                             f"expected {want}")
+        if digests:
+            kept = {r[0] for r in await conn.fetch(digest._DIGESTS_AND_LEDGERS)}
+            missing = [s for s in schemas if s not in kept]
+            stale = await digest.stale(conn)
+            if missing or stale:
+                raise VerificationError(f"{len(missing)} schemas have no digest, "
+                                        f"{len(stale)} a wrong one, e.g. {(missing + stale)[0]}")
     finally:
         await conn.close()
