@@ -23,7 +23,7 @@ from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
 from .sql import ledger_setup_sql
-from .steps import ExecutionOptions, Step
+from .steps import ExecutionOptions, Step, usable
 
 log = logging.getLogger("archify")
 
@@ -35,6 +35,9 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    # the server closed an idle connection (a restart's 57P01) and asyncpg's protocol is
+    # still busy with that error: the next query is refused before it is sent
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
 )
@@ -46,49 +49,37 @@ class _Retry(Exception):
 
 
 class Lease:
-    """A worker's way to a connection. With `keep`, the connection it got is kept for the
-    worker's next steps and schemas (a pool acquire and release per migration is a good
-    part of the client's CPU at fleet scale) and replaced once it is closed; without,
-    each step acquires and releases one. Keep only while the pool has a connection to
-    spare for the ledger reads, or they could wait for one forever."""
+    """A worker's connection, kept for its next steps and schemas (a pool acquire and
+    release per migration is a good part of the client's CPU at fleet scale), replaced
+    once it is closed. The worker gives it back whenever it would wait for work
+    (Rollout._worker): a worker never holds a connection that the fleet reads, or
+    another rollout on the same pool, could need to produce that work."""
 
-    def __init__(self, pool: asyncpg.Pool, *, keep: bool) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._keep = keep
         self._conn: asyncpg.Connection | None = None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        if self._conn is not None and not _usable(self._conn):
+        if self._conn is not None and not usable(self._conn):
             await self.release()  # a no-op for a connection the pool took back on closing
         if self._conn is None:
             self._conn = await self._pool.acquire()
         conn = self._conn
         try:
             yield conn
-        except BaseException:
-            # a step that failed in a way nobody rolled back must not leave a transaction
-            # open for the next one (or the pool)
-            if _usable(conn) and conn.is_in_transaction():
+        except BaseException as exc:
+            # a connection that failed other than by a server error (or that a server
+            # error left in a transaction) is not trusted with the next step, nor the pool
+            if usable(conn) and (conn.is_in_transaction()
+                                 or not isinstance(exc, asyncpg.PostgresError)):
                 conn.terminate()
             raise
-        finally:
-            if not self._keep:
-                await self.release()
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
-
-
-def _usable(conn: asyncpg.Connection) -> bool:
-    """Open, and still ours: a pooled connection that closes (a terminated backend, our
-    own terminate()) goes back to its pool by itself, and then refuses every call."""
-    try:
-        return not conn.is_closed()
-    except asyncpg.InterfaceError:
-        return False
 
 
 async def apply_plan(
@@ -116,8 +107,8 @@ async def apply_plan(
         for current in plan.pending:
             step = Step(state.schema, current, plan.direction, options, setup, digest)
             applied = await _apply_with_retries(lease, step, emit)
-            setup = ""
             if applied is not None:
+                setup = ""  # committed with it (a step another runner did rolled back)
                 result.applied.append(applied)
                 result.outcome = done
                 emit(MigrationApplied(state.schema, applied))
@@ -199,10 +190,10 @@ async def _rollback(conn: asyncpg.Connection) -> None:
     waiting for a server that shut down). A connection that cannot roll back is
     closed, never handed back to the pool mid-transaction."""
     try:
-        if _usable(conn) and conn.is_in_transaction():
+        if usable(conn) and conn.is_in_transaction():
             await conn.execute("ROLLBACK")
     except Exception:
-        if _usable(conn):
+        if usable(conn):
             conn.terminate()
 
 

@@ -58,8 +58,7 @@ class Rollout:
                         await send.send(plan)
 
     async def _worker(self, plans: anyio.abc.ObjectReceiveStream[SchemaPlan]) -> None:
-        # a worker keeps its connection when the pool has one more for the ledger reads
-        lease = Lease(self.pool, keep=self.pool.get_max_size() > self.concurrency)
+        lease = Lease(self.pool)
         try:
             async with plans:
                 async for plan in plans:
@@ -68,6 +67,10 @@ class Rollout:
                     else:
                         self.record(await apply_plan(lease, plan, self.options, self.pm,
                                                      self.emit))
+                    if not plans.statistics().current_buffer_used:
+                        # about to wait for work: the reads that produce it may need
+                        # this connection (a small pool, two rollouts on one engine)
+                        await lease.release()
         finally:
             with anyio.CancelScope(shield=True):  # cancelled or not, the pool gets it back
                 await lease.release()

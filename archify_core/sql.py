@@ -159,12 +159,15 @@ def record_sql(schema: str, migration: Migration, *, digest: bool = False) -> st
     )
 
 
-def is_recorded_already(exc: BaseException, schema: str) -> bool:
-    """Whether a server error is the ledger refusing a version it already has: another
-    runner applied the migration while this one waited for the schema's lock."""
+def is_recorded_already(exc: BaseException, schema: str, version: str) -> bool:
+    """Whether a server error is the ledger refusing this very version because it has it
+    already: another runner applied the migration while this one waited for the
+    schema's lock. (Not any unique violation on the ledger: adopting a ledger with
+    duplicate versions fails with 23505 too, and must be reported.)"""
     return (getattr(exc, "sqlstate", None) == "23505"
             and getattr(exc, "schema_name", None) == schema
-            and getattr(exc, "table_name", None) == LEDGER_TABLE)
+            and getattr(exc, "table_name", None) == LEDGER_TABLE
+            and f"=({version}) already exists" in (getattr(exc, "detail", None) or ""))
 
 
 def unrecord_sql(schema: str, migration: Migration, *, digest: bool = False) -> str:

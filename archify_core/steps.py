@@ -151,7 +151,7 @@ class Step:
                 await _release_session(conn, key)
 
     def _done_already(self, exc: asyncpg.PostgresError) -> bool:
-        return is_guard_stop(exc) or is_recorded_already(exc, self.schema)
+        return is_guard_stop(exc) or is_recorded_already(exc, self.schema, self.migration.version)
 
     def _opening(self) -> str:
         """Lock, scope, guard (reverting) and the ledger write: the start of a
@@ -167,10 +167,19 @@ class Step:
         return write(self.schema, self.migration, digest=self.digest)
 
 
+def usable(conn: asyncpg.Connection) -> bool:
+    """Open, and still ours: a pooled connection that closes (a terminated backend, our
+    own terminate()) goes back to its pool by itself, and then refuses every call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 async def _release_session(conn: asyncpg.Connection, key: str) -> None:
     """Undo a session-level step's lock and settings; a connection where that fails is
     closed, never returned to the pool holding them."""
-    if conn.is_closed():
+    if not usable(conn):
         return
     try:
         await conn.execute(f"RESET ALL; SELECT pg_advisory_unlock({key})")

@@ -312,3 +312,64 @@ async def test_a_migration_changing_session_settings_leaves_none_on_pooled_conne
         finally:
             for conn in connections:
                 await engine.pool.release(conn)
+
+
+async def test_adopting_a_ledger_with_duplicate_versions_fails_by_name(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Adoption makes versions unique; a ledger where they are not is a failure of that
+    schema (not "already applied by another runner", which is also a 23505)."""
+    keep_only(migrations_dir, "001", "002")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        await engine.migrate("public")
+        await register_tenants(dsn, ["acme"])
+        await execute(dsn, "CREATE TABLE tenant_acme.schema_migrations (version varchar(255),"
+                           " applied_at timestamp DEFAULT now())",
+                      "INSERT INTO tenant_acme.schema_migrations (version) "
+                      "VALUES ('000_old'), ('000_old')")
+        report = await engine.migrate(["acme"])
+    [result] = report.schemas
+    assert result.outcome is Outcome.FAILED and result.failure.sqlstate == "23505"
+    assert "is duplicated" in result.failure.message
+    assert await fetchval(dsn, "SELECT to_regclass('tenant_acme.users')") is None
+
+
+async def test_a_ledger_with_a_checksum_but_no_unique_version_is_adopted(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """The ledger row written first stops a second runner only if versions are unique:
+    a hand-made ledger that has the checksum column but no unique version gets the index."""
+    keep_only(migrations_dir, "001", "002")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        await engine.migrate("public")
+        await register_tenants(dsn, ["acme"])
+        await execute(dsn, "CREATE TABLE tenant_acme.schema_migrations (version varchar(255),"
+                           " applied_at timestamp DEFAULT now(), checksum varchar(64))")
+        assert (await engine.migrate(["acme"])).applied_count() == 1
+    assert await fetchval(
+        dsn, "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+             " AND a.attnum = i.indkey[0] WHERE i.indrelid = 'tenant_acme.schema_migrations'"
+             "::regclass AND i.indisunique AND a.attname = 'version'") == 1
+    assert await ledger_versions(dsn, "tenant_acme") == ["002_create_tenant_tables"]
+
+
+async def test_a_lost_connection_outside_a_transaction_is_reported_as_itself(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """A MIGRATION_TRANSACTION: false migration whose backend dies: the report says the
+    connection was lost, not that the pooled connection was already given back."""
+    keep_only(migrations_dir, "001", "002")
+    (migrations_dir / "006_dies.py").write_text(
+        '"""\nDies\n\n# MIGRATION_SCOPE: tenant\n# MIGRATION_VERSION: 006_dies\n'
+        '# MIGRATION_DESCRIPTION: dies\n# MIGRATION_TRANSACTION: false\n"""\n\n'
+        'UPGRADE_SQL = "SELECT pg_terminate_backend(pg_backend_pid())"\n')
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        await engine.migrate("public")
+        await register_tenants(dsn, ["acme"])
+        report = await engine.migrate(["acme"])
+    [result] = report.schemas
+    assert result.outcome is Outcome.FAILED and result.failure.version == "006_dies"
+    assert "released back to the pool" not in result.failure.message
+    assert "terminat" in result.failure.message.lower() or "connection" in (
+        result.failure.message.lower())
+    assert await ledger_versions(dsn, "tenant_acme") == ["002_create_tenant_tables"]

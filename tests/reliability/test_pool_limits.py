@@ -165,3 +165,33 @@ async def test_no_free_slot_at_all_is_a_clear_connection_error(
                     pass
         finally:
             await _close(hogs)
+
+
+async def test_two_rollouts_on_one_engine_share_its_pool_without_deadlock(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers keep their connection between schemas, but give it back before waiting for
+    work: two rollouts reading ledgers on one small pool both finish."""
+    folder = tracked_migrations(tmp_path / "m", 1)
+    await build_fleet(dsn, folder, 40)
+    async with Engine(dsn, folder, concurrency=2, load_entry_points=False) as engine:
+        assert (await engine.migrate("tenants")).ok
+    await execute(dsn, "DROP TABLE public.archify_ledger_digest")  # every ledger is read
+    add_steps(folder, 1)
+    monkeypatch.setattr(ledger, "FIRST_BATCH", 2)
+    monkeypatch.setattr(ledger, "LEDGER_BATCH", 2)
+    reports = []
+    with anyio.fail_after(DEADLOCK_GUARD):
+        async with Engine(dsn, folder, concurrency=2, load_entry_points=False) as engine:
+
+            async def rollout() -> None:
+                reports.append(await engine.migrate("tenants"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rollout)
+                tg.start_soon(rollout)
+    assert all(r.ok for r in reports)
+    assert sum(r.applied_count() for r in reports) == 40  # each schema's step once
+    versions = tenant_versions(folder)
+    check = await check_fleet(dsn, versions)
+    assert check.consistent and check.complete(len(versions)) == 40, check.describe()
