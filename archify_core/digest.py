@@ -84,6 +84,11 @@ END
 $archify$;
 """
 
+# Whether the digest table exists and this role may keep it (a select-list expression).
+WRITABLE = " AND ".join(
+    f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), '{privilege}'), false)"
+    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"))
+
 # CREATE OR REPLACE TRIGGER and bit_xor: PostgreSQL 14. Older servers run without a
 # digest, reading every ledger as before.
 MIN_SERVER_VERSION = 140000
@@ -93,11 +98,7 @@ SELECT current_setting('server_version_num')::int AS server_version,
        to_regclass('{DIGEST_TABLE}') IS NOT NULL
        AND to_regprocedure('{SYNC_FUNCTION}()') IS NOT NULL
        AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL AS ready,
-       coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT')
-                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'INSERT')
-                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'UPDATE')
-                AND has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'DELETE'), false)
-           AS writable
+       {WRITABLE} AS writable
 """
 
 

@@ -18,7 +18,7 @@ from .quoting import LEDGER_TABLE, ledger_name, quote_ident, quote_literal
 # First half of the two-int advisory lock key; "ARCH" in ASCII. The second half
 # is hashtext(schema), so every schema has its own lock.
 ADVISORY_LOCK_CLASS = 0x41524348
-# Marks the error our guard raises when another runner already applied (or reverted) a step.
+# Marks the error our guard raises when another runner already reverted a step.
 GUARD_MARK = "archify-guard"
 
 
@@ -229,7 +229,7 @@ _MAY_SET = re.compile(r"(?i)\b(set|reset|set_config)\b")
 class CreationChunk:
     """Part of a new tenant's creation, run inside one transaction: a SQL string (with
     (start, end, version) spans to trace a server error's position back to its
-    migration), or a Python migration to call, whose ledger row the next chunk writes."""
+    migration), or a Python migration to call (its ledger row is written before it)."""
 
     sql: str = ""
     spans: tuple[tuple[int, int, str], ...] = ()

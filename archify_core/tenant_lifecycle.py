@@ -143,7 +143,7 @@ async def drop_tenant(
     """Drop tenant `slug`'s schema (with everything in it) and its registry row, in one
     transaction, under the schema's advisory lock so no rollout is migrating it."""
     schema = schema_for(slug)
-    keeps_digest = await digest.prepare(conn)
+    keeps_digest = await conn.fetchval(f"SELECT {digest.WRITABLE}")  # never set up on a drop
     async with conn.transaction():
         await conn.execute(transaction_prelude(schema, **options.timeouts))
         deleted = None
