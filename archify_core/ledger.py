@@ -32,7 +32,8 @@ LEDGER_BATCH = 250
 # The first batch is short so that a rollout starts work while the rest is read.
 FIRST_BATCH = 32
 # Batches read at once when the reads go through a pool (see tenant_state_batches):
-# measured at 10,000 tenants on 2 cores, 1 reader 1.5 s, 2 readers 1.3-1.5 s, 4 readers 1.3 s.
+# at 10,000 tenants on 2 cores, 1/2/4/8 readers took 1.46-1.66/0.92/0.78-0.99/0.78-0.81 s
+# (docs/performance.md).
 LEDGER_READERS = 4
 
 Queryable = asyncpg.Connection | asyncpg.Pool  # both have fetch/fetchval/fetchrow
