@@ -45,6 +45,9 @@ TRUNCATE_TRIGGER = "archify_ledger_digest_truncate"
 # Set (transaction-local) by archify's own ledger writes, which update the digest
 # themselves: the row trigger's WHEN skips them.
 WRITER_SETTING = "archify.ledger_writer"
+# Marks the functions' version (a comment on SYNC_FUNCTION): a database set up by an
+# archify whose functions differ is set up again by the next run that writes.
+SETUP_MARK = "archify ledger digest 1"
 
 SETUP_SQL = f"""
 SELECT pg_advisory_xact_lock(hashtext('archify_ledger_digest'));
@@ -82,6 +85,7 @@ BEGIN
     RETURN NULL;
 END
 $archify$;
+COMMENT ON FUNCTION {SYNC_FUNCTION}() IS '{SETUP_MARK}';
 """
 
 # Whether the digest table exists and this role may keep it (a select-list expression).
@@ -97,7 +101,9 @@ _READY = f"""
 SELECT current_setting('server_version_num')::int AS server_version,
        to_regclass('{DIGEST_TABLE}') IS NOT NULL
        AND to_regprocedure('{SYNC_FUNCTION}()') IS NOT NULL
-       AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL AS ready,
+       AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL
+       AND obj_description(to_regprocedure('{SYNC_FUNCTION}()'), 'pg_proc') = '{SETUP_MARK}'
+           AS ready,
        {WRITABLE} AS writable
 """
 

@@ -17,17 +17,10 @@ from tests.fleet import (
     digest_rows,
     execute,
     fetchval,
-    register_tenants,
+    migrated_fleet,
 )
 
 TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
-
-
-async def _fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
-    async with Engine(dsn, migrations, load_entry_points=False) as engine:
-        assert (await engine.migrate("public")).ok
-        await register_tenants(dsn, slugs)
-        assert (await engine.migrate("tenants")).ok
 
 
 async def _wrong(dsn: str) -> list[str]:
@@ -82,7 +75,7 @@ def test_known_ledgers_are_the_prefixes_of_the_tenant_migrations(migrations_dir:
 async def test_every_archify_write_keeps_the_digest_true(
     dsn: str, migrations_dir: Path
 ) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "corp", "zeta"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp", "zeta"])
     assert await digest_rows(dsn) == {"tenant_acme", "tenant_corp", "tenant_zeta"}
     assert await _wrong(dsn) == []
     # a Python migration and one outside a transaction, then roll back and forth
@@ -126,7 +119,7 @@ async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
     """The guide's manual rollback (DELETE FROM schema_migrations by hand), an edited
     checksum, a row for a version no file has and TRUNCATE: the trigger follows each."""
     slugs = ["deleted", "edited", "unknown", "truncated", "untouched"]
-    await _fleet(dsn, migrations_dir, slugs)
+    await migrated_fleet(dsn, migrations_dir, slugs)
     await execute(
         dsn,
         "SET search_path TO tenant_deleted; "
@@ -160,7 +153,7 @@ async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
 async def test_a_digest_that_cannot_be_trusted_is_not_used(
     dsn: str, migrations_dir: Path, how: str
 ) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     ledger_table = "tenant_acme.schema_migrations"
     edit = {
         "trigger disabled": f"ALTER TABLE {ledger_table} DISABLE TRIGGER archify_ledger_digest;"
@@ -206,7 +199,7 @@ async def test_the_status_of_a_tracked_fleet_opens_no_ledger(
 ) -> None:
     """With a ledger locked against everyone, status still answers at once: it did not
     read that ledger. (Reading it would wait for the lock.)"""
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     locker = await asyncpg.connect(dsn)
     try:
         await locker.execute("BEGIN; LOCK TABLE tenant_acme.schema_migrations "
@@ -226,7 +219,7 @@ async def test_ledgers_from_before_the_digest_are_tracked_by_their_next_migratio
 ) -> None:
     """A fleet migrated by a version of archify without the digest (or by the guide's
     tool) is read ledger by ledger, and tracked from each schema's next migration."""
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     await execute(dsn, "DROP TABLE public.archify_ledger_digest",
                   "DROP TRIGGER archify_ledger_digest ON tenant_acme.schema_migrations",
                   "DROP TRIGGER archify_ledger_digest_truncate ON tenant_acme.schema_migrations",
@@ -248,7 +241,7 @@ async def test_a_role_that_may_not_write_the_digest_migrates_and_the_trigger_kee
     """The digest table is the owner's; a role owning only a tenant schema migrates it
     (plain ledger rows) and the SECURITY DEFINER trigger keeps the digest true."""
     role = f"owner_{secrets.token_hex(3)}"
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     database = dsn.split("?", 1)[0].rsplit("/", 1)[1]
     tables = ["schema_migrations", "users", "audit_logs"]
     await execute(
@@ -283,7 +276,7 @@ async def test_before_postgresql_14_there_is_no_digest_and_everything_works(
     """CREATE OR REPLACE TRIGGER and bit_xor need PostgreSQL 14: on an older server (made
     to look older here) archify keeps no digest and reads every ledger."""
     monkeypatch.setattr(digest, "MIN_SERVER_VERSION", 10**7)
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         await engine.create_tenant("corp")
         assert (await engine.rollback(["acme"], steps=1)).ok
@@ -299,7 +292,7 @@ async def test_validate_finds_a_digest_written_around_the_triggers(
     """A ledger row deleted with triggers skipped (session_replication_role = replica) is
     the digest's blind spot: status still trusts it, `archify validate` says so and how
     to fix it, and after the fix status reads the ledger."""
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     await execute(dsn, "SET session_replication_role = replica; DELETE FROM "
                        "tenant_acme.schema_migrations WHERE version = '005_add_audit_logs'")
     assert (await _status(dsn, migrations_dir))["acme"] == (TENANT, [], False)  # trusted
@@ -310,3 +303,15 @@ async def test_validate_finds_a_digest_written_around_the_triggers(
     fix = problem[problem.index("DROP TRIGGER"):problem.index(" so that")]
     await execute(dsn, fix)
     assert (await _status(dsn, migrations_dir))["acme"] == (TENANT[:2], TENANT[2:], False)
+
+
+async def test_digest_functions_from_another_version_are_set_up_again(
+    dsn: str, migrations_dir: Path
+) -> None:
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
+    mark = "SELECT obj_description('public.archify_ledger_digest_sync()'::regprocedure)"
+    assert await fetchval(dsn, mark) == digest.SETUP_MARK
+    await execute(dsn, "COMMENT ON FUNCTION public.archify_ledger_digest_sync() IS 'old'")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("all")).ok  # nothing pending, but a run that writes
+    assert await fetchval(dsn, mark) == digest.SETUP_MARK
