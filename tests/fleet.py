@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from archify_core import digest
+from archify_core import Engine, digest
 from archify_core.sql import quote_ident, quote_literal
 
 
@@ -109,3 +109,11 @@ async def digest_rows(dsn: str) -> set[str]:
         return {r[0] for r in await conn.fetch(digest._DIGESTS_AND_LEDGERS)}
     finally:
         await conn.close()
+
+
+async def migrated_fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
+    """public migrated, then `slugs` registered and every tenant migration applied."""
+    async with Engine(dsn, migrations, load_entry_points=False) as engine:
+        assert (await engine.migrate("public")).ok
+        await register_tenants(dsn, slugs)
+        assert (await engine.migrate("tenants")).ok

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from archify_core import Engine, MigrationSetError, Outcome, load_migrations
-from tests.fleet import fetchval, ledger_versions, register_tenants
+from tests.fleet import fetchval, ledger_versions, migrated_fleet
 
 CONCURRENT_INDEX = '''"""
 Index users by name without blocking writes
@@ -55,13 +55,6 @@ async def downgrade(conn):
 '''
 
 
-async def _fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
-    async with Engine(dsn, migrations) as engine:
-        await engine.migrate("public")
-        await register_tenants(dsn, slugs)
-        assert (await engine.migrate("tenants")).ok
-
-
 async def _indexes(dsn: str, schema: str) -> list[str]:
     return await fetchval(
         dsn, "SELECT coalesce(array_agg(indexname::text ORDER BY indexname), '{}') FROM pg_indexes "
@@ -71,7 +64,7 @@ async def _indexes(dsn: str, schema: str) -> list[str]:
 async def test_non_transactional_migration_runs_each_statement(
     dsn: str, migrations_dir: Path
 ) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     (migrations_dir / "006_index_names.py").write_text(CONCURRENT_INDEX)
     assert not load_migrations(migrations_dir).get("006_index_names").transactional
     async with Engine(dsn, migrations_dir) as engine:
@@ -105,7 +98,7 @@ async def test_new_tenant_gets_non_transactional_migrations_inside_its_transacti
 async def test_python_migration_runs_in_the_schema_transaction(
     dsn: str, migrations_dir: Path
 ) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "poisoned"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "poisoned"])
     await fetchval(dsn, "INSERT INTO tenant_acme.users (email) VALUES ('jane.doe@acme.io')")
     await fetchval(dsn, "INSERT INTO tenant_poisoned.users (email) VALUES ('fail@x.io')")
     (migrations_dir / "006_backfill_names.py").write_text(PYTHON_MIGRATION)
@@ -187,7 +180,7 @@ async def _has_column(dsn: str, schema: str, column: str) -> bool:
 async def test_upgrade_and_downgrade_of_different_kinds_each_run_their_own_way(
     dsn: str, migrations_dir: Path
 ) -> None:
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     (migrations_dir / "006_nickname.py").write_text(MIXED_SQL_UP_PYTHON_DOWN)
     (migrations_dir / "007_motto.py").write_text(MIXED_PYTHON_UP_SQL_DOWN)
     async with Engine(dsn, migrations_dir) as engine:
@@ -206,7 +199,7 @@ async def test_a_failed_non_transactional_step_is_not_retried(
 ) -> None:
     """Its statements before the failure stay, so running it again is not safe: one
     attempt, reported, and no ledger row."""
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     (migrations_dir / "006_index_names.py").write_text(CONCURRENT_INDEX)
     holder = await asyncpg.connect(dsn)
     try:

@@ -8,21 +8,20 @@ from pathlib import Path
 import pytest
 
 from archify_core import ConfigurationError, Engine, MigrationSetError, Outcome, load_migrations
-from tests.fleet import add_migration, column_exists, fetchval, ledger_versions, register_tenants
+from tests.fleet import (
+    add_migration,
+    column_exists,
+    fetchval,
+    ledger_versions,
+    migrated_fleet,
+)
 from tests.test_cli import archify
 
 TENANT_VERSIONS = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
 
 
-async def _fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
-    async with Engine(dsn, migrations) as engine:
-        await engine.migrate("public")
-        await register_tenants(dsn, slugs)
-        assert (await engine.migrate("tenants")).ok
-
-
 async def test_rollback_steps_for_one_tenant(dsn: str, migrations_dir: Path) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     async with Engine(dsn, migrations_dir) as engine:
         report = await engine.rollback(["acme"], steps=2)
     assert report.ok
@@ -39,7 +38,7 @@ async def test_rollback_to_a_version_for_the_fleet_then_forward_again(
     dsn: str, migrations_dir: Path
 ) -> None:
     slugs = [f"t{i:02d}" for i in range(12)]
-    await _fleet(dsn, migrations_dir, slugs)
+    await migrated_fleet(dsn, migrations_dir, slugs)
     async with Engine(dsn, migrations_dir, concurrency=4) as engine:
         report = await engine.rollback("tenants", to="002_create_tenant_tables")
         assert report.ok and report.count(Outcome.ROLLED_BACK) == 12
@@ -66,7 +65,7 @@ async def test_missing_downgrade_stops_that_schema_before_anything_runs(
     dsn: str, migrations_dir: Path
 ) -> None:
     add_migration(migrations_dir, "006_one_way", "tenant", "CREATE TABLE one_way (id int);")
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     async with Engine(dsn, migrations_dir) as engine:
         report = await engine.rollback(["acme"], steps=2)
     [result] = report.schemas
@@ -85,7 +84,7 @@ async def test_rollback_arguments_are_checked(dsn: str, migrations_dir: Path) ->
 
 
 async def test_drift_is_reported_by_status_and_validate(dsn: str, migrations_dir: Path) -> None:
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     avatar = migrations_dir / "003_add_user_avatar.py"
     avatar.write_text(avatar.read_text().replace("VARCHAR(500)", "VARCHAR(900)"))
     (migrations_dir / "005_add_audit_logs.py").unlink()
@@ -106,14 +105,14 @@ async def test_drift_is_reported_by_status_and_validate(dsn: str, migrations_dir
 
 
 async def test_validate_passes_on_a_clean_fleet(dsn: str, migrations_dir: Path) -> None:
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     result = archify("validate", dsn=dsn, migrations=migrations_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no drift" in result.stdout
 
 
 async def test_dry_runs_change_nothing_and_show_the_sql(dsn: str, migrations_dir: Path) -> None:
-    await _fleet(dsn, migrations_dir, ["acme"])
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     down = archify("rollback", "--tenant", "acme", "--steps", "1", "--dry-run",
                    dsn=dsn, migrations=migrations_dir)
     assert down.returncode == 0, down.stderr
@@ -136,7 +135,7 @@ async def test_dry_runs_change_nothing_and_show_the_sql(dsn: str, migrations_dir
 
 
 async def test_drop_tenant_and_list(dsn: str, migrations_dir: Path) -> None:
-    await _fleet(dsn, migrations_dir, ["acme", "corp"])
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
     listed = json.loads(archify("tenants-list", "--json", dsn=dsn, migrations=migrations_dir).stdout)
     assert [t["slug"] for t in listed] == ["acme", "corp"]
 

@@ -129,8 +129,7 @@ async def test_sigkill_at_random_points_keeps_every_schema_at_a_boundary(
     campaign = await run_campaign(dsn, tmp_path, tenants=tenants, kills=12, concurrency=8,
                                   seed=20261124)
     print(campaign.line(tenants))
-    # run_campaign already asserted every check consistent
-    assert campaign.double_applied == 0
+    # run_campaign asserted every check consistent (no migration applied twice included)
     assert campaign.alive_at_kill >= 1  # the kills did hit live runners
     assert campaign.mid_rollout >= campaign.kills // 2  # ... mostly in the middle of work
     await _finish_and_verify(dsn, tmp_path, tenants)
@@ -143,6 +142,5 @@ async def test_soak_sigkill_campaign(dsn: str, tmp_path: Path, seed: int) -> Non
     campaign = await run_campaign(dsn, tmp_path, tenants=tenants, kills=40, concurrency=16,
                                   seed=seed)
     print(campaign.line(tenants))
-    assert campaign.double_applied == 0
     assert campaign.mid_rollout >= campaign.kills // 2
     await _finish_and_verify(dsn, tmp_path, tenants)
