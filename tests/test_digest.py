@@ -148,6 +148,34 @@ async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
     assert await _wrong(dsn) == []
 
 
+
+@pytest.mark.parametrize("write", [
+    "INSERT INTO tenant_acme.schema_migrations (version) VALUES ('009_manual')",
+    "DELETE FROM tenant_acme.schema_migrations WHERE version = '005_add_audit_logs'",
+    "TRUNCATE tenant_acme.schema_migrations",
+])
+async def test_the_trigger_finds_its_digest_row_by_key_in_a_big_fleet(
+    dsn: str, migrations_dir: Path, write: str
+) -> None:
+    """A manual ledger write updates one digest row through the table's primary key, not
+    a scan of every tenant's row (it once compared the key with a `name`: ~0.4 ms per
+    write at 10,000 tenants). Counted by the server for this very transaction."""
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
+    await execute(dsn, "INSERT INTO public.archify_ledger_digest"
+                       " SELECT 'other_' || i, 0, 0, 0 FROM generate_series(1, 5000) i",
+                  "ANALYZE public.archify_ledger_digest")
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(write)
+            scans = await conn.fetchrow(
+                "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables"
+                " WHERE relid = 'public.archify_ledger_digest'::regclass")
+    finally:
+        await conn.close()
+    assert (scans["seq_scan"], scans["idx_scan"]) == (0, 1)
+    assert await _wrong(dsn) == []
+
 @pytest.mark.parametrize("how", ["trigger disabled", "trigger dropped", "ledger replaced",
                                  "row tampered"])
 async def test_a_digest_that_cannot_be_trusted_is_not_used(
