@@ -35,6 +35,9 @@ log = logging.getLogger("archify")
 
 Target = str | Sequence[str]
 DEFAULT_CONCURRENCY = 8
+# Schemas whose steps one worker sends in one round trip, each still its own transaction
+# (execution.apply_batch): the client's and the server's per-round-trip work is shared.
+DEFAULT_BATCH_SIZE = 8
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -57,6 +60,7 @@ class Engine:
         migrations: str | Path | MigrationSet = "migrations",
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         pool_size: int | None = None,
         lock_timeout: float | None = 5.0,
         statement_timeout: float | None = None,
@@ -71,12 +75,15 @@ class Engine:
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, not {batch_size}")
         if pool_size is not None and pool_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, not {pool_size}")
         check_dsn(dsn)
         self.dsn = dsn
         self._migrations_source = migrations
         self.concurrency = concurrency
+        self.batch_size = batch_size
         self.pool_size = pool_size or concurrency + 1
         self.options = ExecutionOptions(
             lock_timeout=lock_timeout, statement_timeout=statement_timeout,
@@ -266,7 +273,7 @@ class Engine:
                 self._emit(SchemaFinished(result))
             return
         rollout = Rollout(self.pool, options, self.pm, self._emit, report,
-                          self.concurrency, max_failures)
+                          self.concurrency, max_failures, self.batch_size)
         rollout._failures = len(report.failed)
         await rollout.run(_aiter(plans))
 

@@ -8,9 +8,10 @@ a migration is applied and recorded wholly or not at all, and never twice.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -22,8 +23,8 @@ from .migration import Migration, Scope
 from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
-from .sql import ledger_setup_sql
-from .steps import ExecutionOptions, Step, usable
+from .sql import BATCH_SETTING, batch_mark, batch_position_sql, ledger_setup_sql
+from .steps import ExecutionOptions, Step, one_sql_transaction, usable
 
 log = logging.getLogger("archify")
 
@@ -82,6 +83,96 @@ class Lease:
             await self._pool.release(conn)
 
 
+class SchemaRun:
+    """One schema's plan being applied: its result, its events and hooks, and where it is.
+    apply_plan drives it one step per round trip; apply_batch carries the steps of
+    several runs in one."""
+
+    def __init__(self, plan: SchemaPlan, options: ExecutionOptions, pm: pluggy.PluginManager,
+                 emit: Callable[[Event], None]) -> None:
+        self.plan, self.options, self.pm, self.emit = plan, options, pm, emit
+        state = plan.state
+        self.result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE)
+        self.started = time.perf_counter()
+        self.digest = options.digest and state.kind is Scope.TENANT
+        self.setup = ledger_setup_sql(state.schema, create=state.ledger is not LedgerShape.CURRENT,
+                                      track=self.digest and not state.tracked)
+        self.done = 0  # steps of plan.pending settled (applied, or done by another runner)
+
+    @property
+    def failed(self) -> bool:
+        return self.result.outcome is Outcome.FAILED
+
+    def steps(self) -> list[Step]:
+        """The steps still to run; the ledger setup goes with the first (it commits with
+        it, and a later step runs only after the earlier ones committed)."""
+        state = self.plan.state
+        return [Step(state.schema, m, self.plan.direction, self.options,
+                     self.setup if i == 0 else "", self.digest)
+                for i, m in enumerate(self.plan.pending[self.done:])]
+
+    async def begin(self) -> bool:
+        """SchemaStarted and the before_schema hooks; False if a hook failed the schema."""
+        state = self.plan.state
+        pending = tuple(m.version for m in self.plan.pending)
+        self.emit(SchemaStarted(state.schema, pending))
+        try:
+            await call_hook(self.pm, "archify_before_schema", schema=state.schema,
+                            slug=state.slug, pending=pending)
+        except Exception as exc:
+            await self.fail(exc, None)
+            return False
+        return True
+
+    async def settle_step(self, applied: AppliedMigration | None) -> None:
+        """The next step is done: by us (`applied`), or by another runner (None, its
+        transaction rolled back, so the ledger setup is still to run)."""
+        self.done += 1
+        if applied is None:
+            return
+        self.setup = ""
+        state = self.plan.state
+        self.result.applied.append(applied)
+        self.result.outcome = (Outcome.MIGRATED if self.plan.direction is Direction.UP
+                               else Outcome.ROLLED_BACK)
+        self.emit(MigrationApplied(state.schema, applied))
+        await call_hook_quietly(self.pm, "archify_after_migration", schema=state.schema,
+                                slug=state.slug, applied=applied,
+                                direction=self.plan.direction.value)
+
+    async def run_rest(self, lease: Lease, first_failure: _Retry | None = None) -> None:
+        """Run the remaining steps one round trip each, stopping at the first failure
+        (`first_failure`: the next step's first attempt failed already, in a batch)."""
+        step: Step | None = None
+        try:
+            while self.done < len(self.plan.pending):
+                step = self.steps()[0]
+                await self.settle_step(await _apply_with_retries(lease, step, self.emit,
+                                                                 first_failure))
+                first_failure = None
+        except Exception as exc:  # recorded in the result and reported; the fleet goes on
+            await self.fail(exc, step.migration if step else None)
+
+    def skip(self) -> None:
+        self.result.outcome = Outcome.SKIPPED
+        self.result.pending = [m.version for m in self.plan.pending]
+
+    async def fail(self, exc: BaseException, migration: Migration | None) -> None:
+        state = self.plan.state
+        self.result.outcome = Outcome.FAILED
+        self.result.failure = failure_from(exc, migration)
+        await call_hook_quietly(
+            self.pm, "archify_on_failure", schema=state.schema, slug=state.slug,
+            version=migration.version if migration else None, error=_original(exc),
+            failure=self.result.failure,
+        )
+
+    async def finish(self) -> SchemaResult:
+        self.result.duration_ms = (time.perf_counter() - self.started) * 1000
+        await call_hook_quietly(self.pm, "archify_after_schema", result=self.result)
+        return self.result
+
+
 async def apply_plan(
     lease: Lease,
     plan: SchemaPlan,
@@ -90,56 +181,111 @@ async def apply_plan(
     emit: Callable[[Event], None],
 ) -> SchemaResult:
     """Run one schema's pending migrations in order; stop that schema at the first failure."""
-    state = plan.state
-    result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE)
+    run = SchemaRun(plan, options, pm, emit)
+    if await run.begin():
+        await run.run_rest(lease)
+    return await run.finish()
+
+
+async def _send_batch(lease: Lease, script: str, token: str,
+                      steps: int) -> tuple[int, asyncpg.PostgresError | None]:
+    """(how many of the batch's transactions committed, the error that stopped it)."""
+    async with lease.connection() as conn:
+        try:
+            await conn.execute(f"{script}RESET {BATCH_SETTING};")
+        except asyncpg.PostgresError as exc:
+            await _rollback(conn)
+            mark, _ = await conn.fetchrow(batch_position_sql())
+            return (int(mark.removeprefix(token)) + 1 if mark and mark.startswith(token)
+                    else 0), exc
+    return steps, None
+
+
+def batchable(plan: SchemaPlan) -> bool:
+    """Whether every pending step of a plan is one SQL transaction (see apply_batch)."""
+    return bool(plan.pending) and all(one_sql_transaction(m, plan.direction)
+                                      for m in plan.pending)
+
+
+_batch_ids = itertools.count(1)
+
+
+async def apply_batch(
+    lease: Lease,
+    plans: Sequence[SchemaPlan],
+    options: ExecutionOptions,
+    pm: pluggy.PluginManager,
+    emit: Callable[[Event], None],
+    stop: Callable[[int], bool] = lambda failures: False,
+) -> list[SchemaResult]:
+    """Run several schemas' plans (each `batchable`) in one round trip: each step still its
+    own transaction, with its own lock, scope and ledger row, one after the other.
+
+    The server stops at the first error in the string: the transactions before it have
+    committed, the failed one rolled back, the rest never ran. Each transaction sets a
+    session setting as it ends (sql.BATCH_SETTING), so the setting names the last one
+    that committed and the error is the next one's, precisely. That step is settled as
+    apply_plan would settle it (done by another runner, or its first attempt failed, to
+    be retried); the schemas after it go on one round trip at a time. Only when the
+    connection is lost mid-batch is what committed unknown: every schema is then run
+    again step by step, and a step that had committed finds its ledger row and counts as
+    done by another runner (as a single step whose COMMIT's answer was lost does).
+    `stop(failures)`: whether the rollout stops once this batch has that many failed
+    schemas; the schemas the batch never reached are then skipped. Each applied
+    migration's duration is the batch's round trip.
+    """
+    runs = [SchemaRun(plan, options, pm, emit) for plan in plans]
+    ready = [run for run in runs if await run.begin()]
+    batch = [(run, step) for run in ready for step in run.steps()]
+    token = f"{next(_batch_ids)}:"
+    script = "".join(step.script(batch_mark(f"{token}{i}") if i < len(batch) - 1 else "")
+                     for i, (_, step) in enumerate(batch))
     started = time.perf_counter()
-    emit(SchemaStarted(state.schema, tuple(m.version for m in plan.pending)))
-    current: Migration | None = None
+    committed, error = 0, None
     try:
-        await call_hook(
-            pm, "archify_before_schema", schema=state.schema, slug=state.slug,
-            pending=tuple(m.version for m in plan.pending),
-        )
-        digest = options.digest and state.kind is Scope.TENANT
-        setup = ledger_setup_sql(state.schema, create=state.ledger is not LedgerShape.CURRENT,
-                                 track=digest and not state.tracked)
-        done = Outcome.MIGRATED if plan.direction is Direction.UP else Outcome.ROLLED_BACK
-        for current in plan.pending:
-            step = Step(state.schema, current, plan.direction, options, setup, digest)
-            applied = await _apply_with_retries(lease, step, emit)
-            if applied is not None:
-                setup = ""  # committed with it (a step another runner did rolled back)
-                result.applied.append(applied)
-                result.outcome = done
-                emit(MigrationApplied(state.schema, applied))
-                await call_hook_quietly(
-                    pm, "archify_after_migration", schema=state.schema, slug=state.slug,
-                    applied=applied, direction=plan.direction.value,
-                )
-        current = None
-    except Exception as exc:  # recorded in the result and reported; the fleet goes on
-        result.outcome = Outcome.FAILED
-        result.failure = failure_from(exc, current)
-        await call_hook_quietly(
-            pm, "archify_on_failure", schema=state.schema, slug=state.slug,
-            version=current.version if current else None, error=_original(exc),
-            failure=result.failure,
-        )
-    result.duration_ms = (time.perf_counter() - started) * 1000
-    await call_hook_quietly(pm, "archify_after_schema", result=result)
-    return result
+        if batch:  # (none when every schema failed in a before_schema hook)
+            committed, error = await _send_batch(lease, script, token, len(batch))
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS):
+        committed, error = 0, None  # the connection is lost: what committed is unknown
+    elapsed = (time.perf_counter() - started) * 1000
+    for run, step in batch[:committed]:
+        await run.settle_step(AppliedMigration(step.migration.version, elapsed))
+    if error is not None:
+        run, step = batch[committed]
+        if step.done_already(error):
+            await run.settle_step(None)
+        elif error.sqlstate in RETRYABLE_SQLSTATES:
+            retry = _Retry(_describe(error))
+            retry.__cause__ = error
+            await run.run_rest(lease, retry)
+        else:
+            await run.fail(error, step.migration)
+    failures = sum(run.failed for run in runs)
+    for run in ready:
+        if run.failed:
+            continue
+        if error is not None and run.done == 0 and stop(failures):
+            run.skip()  # it never ran (the batch stopped before it), and the rollout stops
+            continue
+        await run.run_rest(lease)  # (nothing left, for a schema whose steps all committed)
+        failures += run.failed
+    return [await run.finish() for run in runs]
 
 
 async def _apply_with_retries(
-    lease: Lease, step: Step, emit: Callable[[Event], None]
+    lease: Lease, step: Step, emit: Callable[[Event], None], failed: _Retry | None = None
 ) -> AppliedMigration | None:
-    """Run one step; None if another runner already did it."""
+    """Run one step; None if another runner already did it. `failed`: the first attempt
+    was made (in a batch) and failed with a retryable error."""
     options = step.options
     delay = options.retry_backoff
     for attempt in range(1, options.retries + 2):
         try:
-            return await _apply_once(lease, step)
+            if failed is None:
+                return await _apply_once(lease, step)
+            raise failed
         except _Retry as retry:
+            failed = None
             if attempt > options.retries:
                 raise _GaveUp(retry.reason, attempt, retry.__cause__) from retry.__cause__
             emit(MigrationRetrying(step.schema, step.migration.version, attempt, delay,

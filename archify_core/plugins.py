@@ -136,9 +136,12 @@ def _implementations(
     """The implementations in the order pluggy itself would call them."""
     caller = getattr(pm.hook, name)
     assert caller.spec is not None, f"{name} is not an Archify hook"
+    implementations = caller.get_hookimpls()
+    if not implementations:  # the usual case, several times per schema: nothing to check
+        return []
     missing = set(caller.spec.argnames) - set(kwargs)
     assert not missing, f"{name} called without {sorted(missing)}"
-    return list(reversed(caller.get_hookimpls()))
+    return list(reversed(implementations))
 
 
 async def _call_one(impl: pluggy.HookImpl, name: str, kwargs: dict[str, Any]) -> Any:

@@ -2,7 +2,9 @@
 
 A fixed set of workers (the concurrency) pulls plans from a small buffer that
 the producer fills while it reads ledgers batch by batch, so memory stays
-proportional to the concurrency and the batch, not to the fleet. Each plan's
+proportional to the concurrency and the batch, not to the fleet. A worker takes
+the plans ready behind the one it got, up to batch_size, and sends those made
+of SQL transactions in one round trip (execution.apply_batch). Each plan's
 failure is caught and recorded by apply_plan; only --max-failures stops new
 schemas from starting, and it lets in-flight ones finish.
 """
@@ -17,9 +19,18 @@ import asyncpg
 import pluggy
 
 from .events import Event, SchemaFinished
-from .execution import ExecutionOptions, Lease, apply_plan
-from .planning import SchemaPlan
+from .execution import ExecutionOptions, Lease, apply_batch, apply_plan, batchable
+from .planning import Direction, SchemaPlan
 from .report import Failure, Outcome, RolloutReport, SchemaResult
+
+# A batch stops growing once its migrations' SQL reaches this size: big migrations (a
+# seed, a long function) gain nothing from sharing a round trip.
+BATCH_BYTES = 64 * 1024
+
+
+def _sql_size(plan: SchemaPlan) -> int:
+    up = plan.direction is Direction.UP
+    return sum(len((m.upgrade_sql if up else m.downgrade_sql) or "") for m in plan.pending)
 
 
 @dataclass(slots=True)
@@ -31,21 +42,30 @@ class Rollout:
     report: RolloutReport
     concurrency: int
     max_failures: int | None = None
+    batch_size: int = 1  # schemas per round trip (see execution.apply_batch)
     _failures: int = field(default=0, init=False)
 
     @property
     def stopping(self) -> bool:
-        return self.max_failures is not None and self._failures >= self.max_failures
+        return self.stops_after(0)
+
+    def stops_after(self, failures: int) -> bool:
+        """Whether the rollout stops once `failures` more schemas have failed."""
+        return self.max_failures is not None and self._failures + failures >= self.max_failures
 
     def record(self, result: SchemaResult) -> None:
         if result.outcome is Outcome.FAILED:
             self._failures += 1
+        if result.outcome is Outcome.SKIPPED:
+            self.report.stopped_early = True
         self.report.schemas.append(result)
         self.emit(SchemaFinished(result))
 
     async def run(self, plans: AsyncIterable[SchemaPlan]) -> None:
         """Apply every plan; settle plans without work (or after a stop) without a worker."""
-        send, receive = anyio.create_memory_object_stream[SchemaPlan](self.concurrency)
+        # room for a batch per worker, so a worker finds one ready when it asks
+        send, receive = anyio.create_memory_object_stream[SchemaPlan](
+            self.concurrency * self.batch_size)
         async with anyio.create_task_group() as tg:
             for _ in range(self.concurrency):
                 tg.start_soon(self._worker, receive.clone())
@@ -62,11 +82,8 @@ class Rollout:
         try:
             async with plans:
                 async for plan in plans:
-                    if self.stopping:
-                        self.record(self.settle(plan))
-                    else:
-                        self.record(await apply_plan(lease, plan, self.options, self.pm,
-                                                     self.emit))
+                    for group in self._batches(plan, plans):
+                        await self._apply(lease, group)
                     if not plans.statistics().current_buffer_used:
                         # about to wait for work: the reads that produce it may need
                         # this connection (a small pool, two rollouts on one engine)
@@ -75,11 +92,39 @@ class Rollout:
             with anyio.CancelScope(shield=True):  # cancelled or not, the pool gets it back
                 await lease.release()
 
+    def _batches(self, plan: SchemaPlan,
+                 plans: anyio.abc.ObjectReceiveStream[SchemaPlan]) -> list[list[SchemaPlan]]:
+        """`plan` and the plans ready behind it (up to batch_size and BATCH_BYTES): those
+        that can share a round trip together, each other one on its own."""
+        taken, size = [plan], _sql_size(plan)
+        while len(taken) < self.batch_size and size < BATCH_BYTES:
+            try:
+                taken.append(plans.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            size += _sql_size(taken[-1])
+        together: list[SchemaPlan] = []
+        alone = []
+        for p in taken:
+            if batchable(p):
+                together.append(p)
+            else:
+                alone.append([p])
+        return ([together] if together else []) + alone
+
+    async def _apply(self, lease: Lease, plans: list[SchemaPlan]) -> None:
+        if self.stopping:
+            for plan in plans:
+                self.record(self.settle(plan))
+        elif len(plans) == 1:
+            self.record(await apply_plan(lease, plans[0], self.options, self.pm, self.emit))
+        else:
+            for result in await apply_batch(lease, plans, self.options, self.pm, self.emit,
+                                            self.stops_after):
+                self.record(result)
+
     def settle(self, plan: SchemaPlan) -> SchemaResult:
-        result = settled(plan, stopped=self.stopping)
-        if result.outcome is Outcome.SKIPPED:
-            self.report.stopped_early = True
-        return result
+        return settled(plan, stopped=self.stopping)
 
 def settled(plan: SchemaPlan, *, stopped: bool = False) -> SchemaResult:
     """The result of a plan that needs no worker: blocked, up to date, or skipped."""

@@ -91,6 +91,7 @@ def upgrade_script(
     *,
     ledger_setup: str = "",
     digest: bool = False,
+    before_commit: str = "",
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
@@ -109,7 +110,8 @@ def upgrade_script(
         ledger_setup
         + record_sql(schema, migration, digest=digest)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
-        + session_reset(migration.upgrade_sql),
+        + session_reset(migration.upgrade_sql)
+        + before_commit,
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
         digest=digest,
     )
@@ -121,6 +123,7 @@ def downgrade_script(
     *,
     ledger_setup: str = "",
     digest: bool = False,
+    before_commit: str = "",
     lock_timeout: float | None,
     statement_timeout: float | None,
     runner_wait: float | None,
@@ -136,7 +139,8 @@ def downgrade_script(
         + guard_sql(schema, migration.version)
         + unrecord_sql(schema, migration, digest=digest)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
-        + session_reset(migration.downgrade_sql),
+        + session_reset(migration.downgrade_sql)
+        + before_commit,
         lock_timeout=lock_timeout, statement_timeout=statement_timeout, runner_wait=runner_wait,
         digest=digest,
     )
@@ -189,6 +193,24 @@ def _step_script(
         + body
         + "COMMIT;"
     )
+
+
+# A session setting (not LOCAL) that each transaction of a batch sets as it ends: a
+# failed transaction's own setting is rolled back with it, so after an error the setting
+# names the last transaction of the batch that committed (execution.apply_batch).
+BATCH_SETTING = "archify.batch_step"
+
+
+def batch_mark(token: str) -> str:
+    """The last statement before a batched transaction's COMMIT: see BATCH_SETTING."""
+    return f"SELECT set_config('{BATCH_SETTING}', {quote_literal(token)}, false);\n"
+
+
+def batch_position_sql() -> str:
+    """The mark the last committed transaction of a batch left (NULL if none did), cleared
+    in the same statement."""
+    return (f"SELECT current_setting('{BATCH_SETTING}', true),"
+            f" set_config('{BATCH_SETTING}', '', false)")
 
 
 def guard_sql(schema: str, version: str) -> str:

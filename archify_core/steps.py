@@ -91,16 +91,17 @@ class Step:
             return await self._outside_transaction(conn)
         return await self._script(conn)
 
-    def script(self) -> str:
+
+    def script(self, before_commit: str = "") -> str:
         build = upgrade_script if self.up else downgrade_script
         return build(self.schema, self.migration, ledger_setup=self.ledger_setup,
-                     digest=self.digest, **self.options.timeouts)
+                     digest=self.digest, before_commit=before_commit, **self.options.timeouts)
 
     async def _script(self, conn: asyncpg.Connection) -> bool:
         try:
             await conn.execute(self.script())
         except asyncpg.PostgresError as exc:
-            if not self._done_already(exc):
+            if not self.done_already(exc):
                 raise
             await conn.execute("ROLLBACK")
             return False
@@ -115,7 +116,7 @@ class Step:
                 await step(conn)
                 await conn.execute("RESET ALL;")
         except asyncpg.PostgresError as exc:
-            if not self._done_already(exc):
+            if not self.done_already(exc):
                 raise
             return False
         return True
@@ -150,7 +151,8 @@ class Step:
             with anyio.CancelScope(shield=True):
                 await _release_session(conn, key)
 
-    def _done_already(self, exc: asyncpg.PostgresError) -> bool:
+    def done_already(self, exc: BaseException) -> bool:
+        """Whether a server error says another runner did this step first."""
         return is_guard_stop(exc) or is_recorded_already(exc, self.schema, self.migration.version)
 
     def _opening(self) -> str:
@@ -165,6 +167,13 @@ class Step:
     def _ledger_write(self) -> str:
         write = record_sql if self.up else unrecord_sql
         return write(self.schema, self.migration, digest=self.digest)
+
+
+def one_sql_transaction(migration: Migration, direction: Direction) -> bool:
+    """Whether a step is one SQL transaction (not Python, not outside a transaction):
+    what a batch of several schemas' steps can carry (execution.apply_batch)."""
+    python_step = migration.upgrade_py if direction is Direction.UP else migration.downgrade_py
+    return python_step is None and migration.transactional
 
 
 def usable(conn: asyncpg.Connection) -> bool:

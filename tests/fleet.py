@@ -117,3 +117,14 @@ async def migrated_fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
         assert (await engine.migrate("public")).ok
         await register_tenants(dsn, slugs)
         assert (await engine.migrate("tenants")).ok
+
+
+async def on_every_pooled_connection(engine: Engine, query: str) -> list[object]:
+    """`query`'s value on each connection of the engine's pool (all held at once, so
+    each is a different one)."""
+    connections = [await engine.pool.acquire() for _ in range(engine.pool_size)]
+    try:
+        return [await conn.fetchval(query) for conn in connections]
+    finally:
+        for conn in connections:
+            await engine.pool.release(conn)

@@ -23,6 +23,7 @@ from tests.fleet import (
     fetchval,
     keep_only,
     ledger_versions,
+    on_every_pooled_connection,
     register_tenants,
 )
 
@@ -304,14 +305,12 @@ async def test_a_migration_changing_session_settings_leaves_none_on_pooled_conne
         await register_tenants(dsn, ["a", "b", "c", "d"])
         assert (await engine.migrate("tenants")).ok
         await engine.create_tenant("e")  # the same migration, inside tenant creation
-        connections = [await engine.pool.acquire() for _ in range(engine.pool_size)]
-        try:
-            for conn in connections:
-                assert await conn.fetchval("SHOW statement_timeout") == "0"
-                assert await conn.fetchval("SHOW work_mem") != "7777kB"
-        finally:
-            for conn in connections:
-                await engine.pool.release(conn)
+        settings = await on_every_pooled_connection(
+            engine, "SELECT current_setting('statement_timeout') || ' '"
+                    " || current_setting('work_mem')")
+    for setting in settings:
+        timeout, work_mem = str(setting).split()
+        assert timeout == "0" and work_mem != "7777kB", settings
 
 
 async def test_adopting_a_ledger_with_duplicate_versions_fails_by_name(

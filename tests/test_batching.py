@@ -1,0 +1,227 @@
+"""Several schemas per round trip (execution.apply_batch): each step still its own
+transaction, and a failure is pinned on the schema and step that failed, never on its
+neighbours in the batch. One worker (concurrency=1) so that plans queue up behind it
+and go out in batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from archify_core import ConfigurationError, Engine, Outcome, hookimpl
+from archify_core.events import Event, MigrationRetrying
+from tests.fleet import (
+    add_migration,
+    fetchval,
+    ledger_versions,
+    migrated_fleet,
+    on_every_pooled_connection,
+    register_tenants,
+)
+
+TENANT_VERSIONS = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
+SLUGS = [f"t{i}" for i in range(8)]
+
+
+class Order:
+    """The order of the hooks: a batch starts every schema in it before any migration in
+    it is reported applied (one at a time, a schema's migration comes before the next
+    schema starts)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    @hookimpl
+    def archify_before_schema(self, schema: str) -> None:
+        self.calls.append(("before", schema))
+
+    @hookimpl
+    def archify_after_migration(self, schema: str) -> None:
+        self.calls.append(("applied", schema))
+
+    @hookimpl
+    def archify_after_schema(self, result: Any) -> None:
+        self.calls.append(("after", result.schema))
+
+    def batched(self) -> bool:
+        """Whether some schema started while another one's migration was under way."""
+        for i, (kind, schema) in enumerate(self.calls):
+            if kind == "before":
+                applied = self.calls.index(("applied", schema)) if (
+                    ("applied", schema) in self.calls) else len(self.calls)
+                if any(k == "before" for k, _ in self.calls[i + 1:applied]):
+                    return True
+        return False
+
+    def paired(self) -> bool:
+        """Every schema: before, its migrations, after; in that order, once each."""
+        for schema in {s for _, s in self.calls}:
+            kinds = [kind for kind, s in self.calls if s == schema]
+            if kinds[0] != "before" or kinds[-1] != "after" or kinds.count("after") != 1:
+                return False
+        return True
+
+
+async def test_a_batch_stops_at_its_failing_step_and_the_schemas_after_it_go_on(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Every tenant needs four steps; t3's fourth fails. The steps before it (t0..t2, and
+    t3's first three) committed in the batch; t3 keeps 002..005 and nothing of 006; the
+    tenants after it, which the batch never reached, are migrated."""
+    add_migration(migrations_dir, "006_copy_legacy", "tenant",
+                  "CREATE TABLE archive (id int); INSERT INTO archive SELECT id FROM legacy;")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("public")).ok
+    await register_tenants(dsn, SLUGS)
+    for slug in SLUGS:
+        if slug != "t3":
+            await fetchval(dsn, f"CREATE TABLE tenant_{slug}.legacy (id int)")
+    order = Order()
+    async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8, plugins=[order],
+                      load_entry_points=False) as engine:
+        report = await engine.migrate("tenants")
+        left = await on_every_pooled_connection(
+            engine, "SELECT coalesce(current_setting('archify.batch_step', true), '')")
+    assert set(left) == {""}
+    assert order.batched() and order.paired()
+    [failed] = report.failed
+    assert failed.slug == "t3"
+    assert (failed.failure.version, failed.failure.sqlstate) == ("006_copy_legacy", "42P01")
+    assert [a.version for a in failed.applied] == TENANT_VERSIONS
+    assert await ledger_versions(dsn, "tenant_t3") == TENANT_VERSIONS
+    assert await fetchval(dsn, "SELECT to_regclass('tenant_t3.archive')") is None
+    for result in report.schemas:
+        if result.slug != "t3":
+            assert result.outcome is Outcome.MIGRATED, result
+            assert await ledger_versions(dsn, result.schema) == [*TENANT_VERSIONS,
+                                                                 "006_copy_legacy"]
+            assert await fetchval(dsn, f"SELECT to_regclass('{result.schema}.archive')")
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_a_lock_timeout_in_a_batch_is_that_schemas_first_attempt(
+    dsn: str, migrations_dir: Path, retries: int
+) -> None:
+    """The batch's attempt counts: with retries off the schema fails after one attempt,
+    with retries it is tried again alone once the lock is gone. Its neighbours commit."""
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    add_migration(migrations_dir, "006_add_flag", "tenant",
+                  "ALTER TABLE users ADD COLUMN flag int;")
+    app = await asyncpg.connect(dsn)
+    await app.execute("BEGIN; SELECT count(*) FROM tenant_t4.users")
+    events: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, MigrationRetrying):
+            released.set()
+
+    released = anyio.Event()
+
+    async def release() -> None:
+        await released.wait()
+        await app.close()
+
+    order = Order()
+    try:
+        async with (
+            Engine(dsn, migrations_dir, concurrency=1, batch_size=8, lock_timeout=0.2,
+                   retries=retries, retry_backoff=0.2, plugins=[order], on_event=on_event,
+                   load_entry_points=False) as engine,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(release)
+            report = await engine.migrate("tenants")
+            released.set()
+    finally:
+        await app.close()
+    assert order.batched()
+    by_slug = {r.slug: r for r in report.schemas}
+    retried = [(e.schema, e.attempt) for e in events if isinstance(e, MigrationRetrying)]
+    if retries:
+        assert report.ok
+        assert retried == [("tenant_t4", 1)]
+    else:
+        assert retried == []
+        failure = by_slug["t4"].failure
+        assert failure.sqlstate == "55P03" and failure.attempts == 1
+        assert "retries are off" in failure.message
+    for slug in SLUGS:
+        expected = retries > 0 or slug != "t4"
+        assert ("006_add_flag" in await ledger_versions(dsn, f"tenant_{slug}")) == expected
+        assert by_slug[slug].outcome is (Outcome.MIGRATED if expected else Outcome.FAILED)
+
+
+class LedgerWrittenMeanwhile:
+    """Another runner records t2's migration after the plan was made (while the batch is
+    being put together): the batch's t2 transaction meets the ledger row and stops."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    @hookimpl
+    async def archify_before_schema(self, schema: str) -> None:
+        if schema == "tenant_t2":
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                await conn.execute("INSERT INTO tenant_t2.schema_migrations (version)"
+                                   " VALUES ('006_count_runs')")
+            finally:
+                await conn.close()
+
+
+async def test_a_step_another_runner_did_stops_the_batch_and_is_not_applied_again(
+    dsn: str, migrations_dir: Path
+) -> None:
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    add_migration(migrations_dir, "006_count_runs", "tenant",
+                  "CREATE TABLE runs (n int); INSERT INTO runs VALUES (1);")
+    order = Order()
+    async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8,
+                      plugins=[order, LedgerWrittenMeanwhile(dsn)],
+                      load_entry_points=False) as engine:
+        report = await engine.migrate("tenants")
+    assert report.ok and order.batched()
+    by_slug = {r.slug: r for r in report.schemas}
+    assert by_slug["t2"].outcome is Outcome.UP_TO_DATE and not by_slug["t2"].applied
+    assert await fetchval(dsn, "SELECT to_regclass('tenant_t2.runs')") is None
+    for slug in SLUGS:
+        if slug != "t2":
+            assert by_slug[slug].outcome is Outcome.MIGRATED
+            assert await fetchval(dsn, f"SELECT count(*) FROM tenant_{slug}.runs") == 1
+
+
+async def test_max_failures_skips_the_schemas_a_failed_batch_never_reached(
+    dsn: str, migrations_dir: Path
+) -> None:
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    add_migration(migrations_dir, "006_fails_on_t1", "tenant",
+                  "DO $$ BEGIN IF current_schema() = 'tenant_t1' THEN"
+                  " RAISE EXCEPTION 'no'; END IF; END $$; CREATE TABLE done (n int);")
+    async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8,
+                      load_entry_points=False) as engine:
+        report = await engine.migrate("tenants", max_failures=1)
+    outcomes = {r.slug: r.outcome for r in report.schemas}
+    assert outcomes["t1"] is Outcome.FAILED and report.stopped_early
+    for slug, outcome in outcomes.items():
+        ran = await fetchval(dsn, f"SELECT to_regclass('tenant_{slug}.done')") is not None
+        assert ran == (outcome is Outcome.MIGRATED)
+        if outcome is Outcome.SKIPPED:
+            assert "006_fails_on_t1" not in await ledger_versions(dsn, f"tenant_{slug}")
+    assert Outcome.SKIPPED in outcomes.values()
+
+
+async def test_batch_size_one_sends_one_schema_at_a_time(dsn: str, migrations_dir: Path) -> None:
+    order = Order()
+    async with Engine(dsn, migrations_dir, concurrency=1, batch_size=1, plugins=[order],
+                      load_entry_points=False) as engine:
+        assert (await engine.migrate("public")).ok
+        await register_tenants(dsn, SLUGS[:4])
+        assert (await engine.migrate("tenants")).ok
+    assert not order.batched() and order.paired()
+    with pytest.raises(ConfigurationError, match="batch_size must be at least 1"):
+        Engine(dsn, migrations_dir, batch_size=0)
