@@ -48,7 +48,8 @@ def test_guide_workflow(dsn: str, migrations_dir: Path) -> None:
     assert "tenant_acme:" in one.stdout and "✓ 003_add_user_avatar" in one.stdout
     assert asyncio_run(ledger_versions(dsn, "tenant_corp")) == []
 
-    rollout = archify("all", dsn=dsn, migrations=migrations_dir)
+    rollout = archify("--concurrency", "1", "--batch-size", "2", "all", dsn=dsn,
+                      migrations=migrations_dir)
     assert rollout.returncode == 0, rollout.stderr
     assert "tenant_corp:" in rollout.stdout and "✅" in rollout.stdout
 
@@ -116,6 +117,9 @@ def test_bad_input_exits_2_without_a_traceback(dsn: str, migrations_dir: Path) -
                           dsn="postgresql://u@127.0.0.1:1/db", migrations=migrations_dir)
     assert wrong_scope.returncode == 2, wrong_scope
     assert "not applied to tenant schemas" in wrong_scope.stderr
+
+    no_batch = archify("--batch-size", "0", "tenants", dsn=dsn, migrations=migrations_dir)
+    assert no_batch.returncode == 2 and "--batch-size" in no_batch.stderr
 
     missing = archify("status", migrations=migrations_dir / "nope", dsn=dsn)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

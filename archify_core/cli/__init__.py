@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 
 from ..dsn import dsn_from_env
-from ..engine import DEFAULT_CONCURRENCY, Engine
+from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Engine
 from ..errors import ArchifyError, ConfigurationError, TenantCreationError, TenantExistsError
 from ..event_loop import run_async
 from ..loader import load_migrations
@@ -52,6 +52,7 @@ class Settings:
     plugins: tuple[str, ...]
     allow_out_of_order: bool
     blocked_plugins: tuple[str, ...] = ()
+    batch_size: int = DEFAULT_BATCH_SIZE
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     _loaded: MigrationSet | None = field(default=None, repr=False)
 
@@ -71,7 +72,7 @@ class Settings:
     def engine(self, dsn: str, output: RolloutOutput | None = None) -> Engine:
         return Engine(
             dsn, self.migration_set(), concurrency=self.concurrency,
-            lock_timeout=self.lock_timeout,
+            batch_size=self.batch_size, lock_timeout=self.lock_timeout,
             statement_timeout=self.statement_timeout, retries=self.retries,
             allow_out_of_order=self.allow_out_of_order,
             plugins=[load_plugin_reference(p) for p in self.plugins],
@@ -142,6 +143,10 @@ def fail(message: str, code: int) -> NoReturn:
               type=click.Path(path_type=Path), help="Folder of migration files.")
 @click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True,
               type=click.IntRange(min=1), help="Schemas migrated at once.")
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
+              type=click.IntRange(min=1),
+              help="Schemas a worker sends in one round trip, each in its own transaction "
+                   "(1: one at a time).")
 @click.option("--lock-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a migration waits for a table lock before it gives up (and retries).")
 @click.option("--statement-timeout", default=None, type=click.FloatRange(min=0),
@@ -157,12 +162,12 @@ def fail(message: str, code: int) -> NoReturn:
               help="Apply a migration older than one already applied.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, migrations: Path, concurrency: int,
-        lock_timeout: float, statement_timeout: float | None, retries: int,
+        batch_size: int, lock_timeout: float, statement_timeout: float | None, retries: int,
         plugins: tuple[str, ...], blocked_plugins: tuple[str, ...],
         allow_out_of_order: bool) -> None:
     """Apply versioned SQL migrations to public and every tenant schema."""
     ctx.obj = Settings(dsn, migrations, concurrency, lock_timeout, statement_timeout, retries,
-                       plugins, allow_out_of_order, blocked_plugins)
+                       plugins, allow_out_of_order, blocked_plugins, batch_size)
 
 
 pass_settings = click.make_pass_decorator(Settings)
