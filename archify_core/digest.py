@@ -52,6 +52,15 @@ WRITER_SETTING = "archify.ledger_writer"
 # 10,000 tenants.)
 SETUP_MARK = "archify ledger digest 2"
 
+
+def row_hash_sql(version: str, checksum: str) -> str:
+    """A call of HASH_FUNCTION on two columns. The arguments are cast to text, the exact
+    types of its signature: on the ledger's varchar columns as they are, a look-alike
+    `(varchar, varchar)` function that another role created in `public` would be the
+    better match, and would run instead, with the caller's privileges."""
+    return f"{HASH_FUNCTION}({version}::text, {checksum}::text)"
+
+
 SETUP_SQL = f"""
 SELECT pg_advisory_xact_lock(hashtext('archify_ledger_digest'));
 CREATE TABLE IF NOT EXISTS {DIGEST_TABLE} (
@@ -76,11 +85,11 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        change := change # {HASH_FUNCTION}(OLD.version::text, OLD.checksum::text);
+        change := change # {row_hash_sql("OLD.version", "OLD.checksum")};
         delta := delta - 1;
     END IF;
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        change := change # {HASH_FUNCTION}(NEW.version::text, NEW.checksum::text);
+        change := change # {row_hash_sql("NEW.version", "NEW.checksum")};
         delta := delta + 1;
     END IF;
     UPDATE {DIGEST_TABLE} SET fingerprint = fingerprint # change, applied = applied + delta
@@ -158,7 +167,7 @@ async def stale(conn: asyncpg.Connection) -> list[str]:
     for start in range(0, len(digests), CHECK_BATCH):
         part = digests[start:start + CHECK_BATCH]
         query = "\nUNION ALL\n".join(
-            f"SELECT {i} AS i, coalesce(bit_xor({HASH_FUNCTION}(version, checksum)), 0),"
+            f"SELECT {i} AS i, coalesce(bit_xor({row_hash_sql('version', 'checksum')}), 0),"
             f" count(*)::int FROM {ledger_name(d['schema_name'])}" for i, d in enumerate(part))
         found += [part[r[0]]["schema_name"] for r in await conn.fetch(query)
                   if (r[1], r[2]) != (part[r[0]]["fingerprint"], part[r[0]]["applied"])]
@@ -189,7 +198,7 @@ def refresh_sql(schema: str) -> str:
     return (
         f"INSERT INTO {DIGEST_TABLE} (schema_name, ledger, fingerprint, applied)"
         f" SELECT {quote_literal(schema)}, {quote_literal(ledger)}::regclass,"
-        f" coalesce(bit_xor({HASH_FUNCTION}(version, checksum)), 0), count(*) FROM {ledger}"
+        f" coalesce(bit_xor({row_hash_sql('version', 'checksum')}), 0), count(*) FROM {ledger}"
         " ON CONFLICT (schema_name) DO UPDATE SET ledger = EXCLUDED.ledger,"
         " fingerprint = EXCLUDED.fingerprint, applied = EXCLUDED.applied;\n"
     )
@@ -222,7 +231,7 @@ def unrecord_sql(schema: str, migration: Migration) -> str:
         f"WITH removed AS (DELETE FROM {ledger_name(schema)}"
         f" WHERE version = {quote_literal(migration.version)} RETURNING version, checksum)\n"
         f"UPDATE {DIGEST_TABLE} d SET fingerprint = d.fingerprint"
-        f" # {HASH_FUNCTION}(r.version, r.checksum), applied = d.applied - 1"
+        f" # {row_hash_sql('r.version', 'r.checksum')}, applied = d.applied - 1"
         f" FROM removed r WHERE d.schema_name = {quote_literal(schema)};\n"
     )
 
@@ -250,7 +259,10 @@ def catalog_joins(with_digest: bool) -> str:
         f"LEFT JOIN pg_trigger tt ON tt.tgrelid = c.oid AND tt.tgname = '{TRUNCATE_TRIGGER}'"
         " AND tt.tgenabled IN ('O', 'A')\n"
         f"LEFT JOIN {DIGEST_TABLE} d ON d.schema_name = t.schema_name AND d.ledger = c.oid"
-        " AND tr.oid IS NOT NULL AND tt.oid IS NOT NULL\n"
+        " AND tr.oid IS NOT NULL AND tt.oid IS NOT NULL"
+        # a partitioned ledger's row trigger fires on its partitions, whose OIDs the
+        # digest row does not name: such a digest is never kept, so never trusted
+        " AND c.relkind = 'r'\n"
     )
 
 

@@ -18,6 +18,7 @@ from tests.fleet import (
     execute,
     fetchval,
     migrated_fleet,
+    register_tenants,
 )
 
 TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
@@ -175,6 +176,46 @@ async def test_the_trigger_finds_its_digest_row_by_key_in_a_big_fleet(
         await conn.close()
     assert (scans["seq_scan"], scans["idx_scan"]) == (0, 1)
     assert await _wrong(dsn) == []
+
+async def test_a_look_alike_hash_function_is_never_called(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Any role may create functions in `public` on PostgreSQL 14: a `(varchar, varchar)`
+    namesake of the hash function would be a better match for the ledger's varchar
+    columns and would run with archify's privileges, unless every call casts to text."""
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp"])
+    await execute(dsn, "CREATE FUNCTION public.archify_ledger_row_hash(varchar, varchar)"
+                       " RETURNS bigint LANGUAGE plpgsql AS"
+                       " $$ BEGIN RAISE EXCEPTION 'look-alike called'; END $$")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.rollback(["acme"], steps=1)).ok  # the digest's unrecord
+        assert await engine.validate() == []  # digest.stale's sums
+    await execute(dsn, "DROP TRIGGER archify_ledger_digest ON tenant_corp.schema_migrations",
+                  "DELETE FROM tenant_corp.schema_migrations WHERE version = '005_add_audit_logs'")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("tenants")).ok  # re-tracking: refresh_sql's sum
+    assert await _wrong(dsn) == []
+    assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp"}
+
+
+async def test_a_partitioned_ledger_is_read_not_trusted(dsn: str, migrations_dir: Path) -> None:
+    """A partitioned ledger's row trigger fires on a partition, which the digest row does
+    not name: its digest cannot follow manual writes, so the ledger itself is read."""
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("public")).ok
+    await register_tenants(dsn, ["parted"])
+    await execute(dsn, "CREATE TABLE tenant_parted.schema_migrations (version varchar(255)"
+                       " PRIMARY KEY, applied_at timestamp DEFAULT CURRENT_TIMESTAMP,"
+                       " checksum varchar(64)) PARTITION BY LIST (version);"
+                       " CREATE TABLE tenant_parted.ledger_all PARTITION OF"
+                       " tenant_parted.schema_migrations DEFAULT")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert (await engine.migrate("tenants")).ok
+    await execute(dsn, "DELETE FROM tenant_parted.schema_migrations"
+                       " WHERE version = '005_add_audit_logs'")
+    assert (await _status(dsn, migrations_dir))["parted"] == (TENANT[:2], TENANT[2:], False)
+    assert not (await _states(dsn, migrations_dir))["parted"].from_digest
+
 
 @pytest.mark.parametrize("how", ["trigger disabled", "trigger dropped", "ledger replaced",
                                  "row tampered"])
