@@ -41,13 +41,19 @@ def upgrade_ledger_sql(schema: str) -> str:
     ledger = ledger_name(schema)
     return (
         f"ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS checksum VARCHAR(64);\n"
-        "DO $archify_adopt$ BEGIN\n"
+        "DO $archify_adopt$ DECLARE duplicated text; BEGIN\n"
         "  IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a\n"
         "                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]\n"
         f"                 WHERE i.indrelid = {quote_literal(ledger)}::regclass\n"
         "                   AND i.indisunique AND i.indnatts = 1 AND a.attname = 'version') THEN\n"
         f"    CREATE UNIQUE INDEX ON {ledger} (version);\n"
         "  END IF;\n"
+        # raised again without the table's name: see is_recorded_already
+        "EXCEPTION WHEN unique_violation THEN\n"
+        "  GET STACKED DIAGNOSTICS duplicated = PG_EXCEPTION_DETAIL;\n"
+        "  RAISE unique_violation USING MESSAGE = format(\n"
+        f"    'cannot adopt %s: its versions are not unique', {quote_literal(ledger)}),\n"
+        "    DETAIL = duplicated, HINT = 'delete the duplicate rows, then run archify again';\n"
         "END $archify_adopt$;\n"
     )
 
@@ -166,12 +172,15 @@ def record_sql(schema: str, migration: Migration, *, digest: bool = False) -> st
 def is_recorded_already(exc: BaseException, schema: str, version: str) -> bool:
     """Whether a server error is the ledger refusing this very version because it has it
     already: another runner applied the migration while this one waited for the
-    schema's lock. (Not any unique violation on the ledger: adopting a ledger with
-    duplicate versions fails with 23505 too, and must be reported.)"""
+    schema's lock. Only the untranslated parts of the error are read (its fields, and
+    the key in its detail: `Key (version)=(003_x) already exists` in English), so it holds
+    whatever the server's lc_messages. Adopting a ledger with duplicate versions fails
+    with 23505 too, and must be reported: upgrade_ledger_sql raises that one again
+    without the table's name."""
     return (getattr(exc, "sqlstate", None) == "23505"
             and getattr(exc, "schema_name", None) == schema
             and getattr(exc, "table_name", None) == LEDGER_TABLE
-            and f"=({version}) already exists" in (getattr(exc, "detail", None) or ""))
+            and f"(version)=({version})" in (getattr(exc, "detail", None) or ""))
 
 
 def unrecord_sql(schema: str, migration: Migration, *, digest: bool = False) -> str:

@@ -329,7 +329,9 @@ async def test_adopting_a_ledger_with_duplicate_versions_fails_by_name(
         report = await engine.migrate(["acme"])
     [result] = report.schemas
     assert result.outcome is Outcome.FAILED and result.failure.sqlstate == "23505"
-    assert "is duplicated" in result.failure.message
+    assert "cannot adopt \"tenant_acme\".schema_migrations: its versions are not unique" in (
+        result.failure.message)
+    assert "(version)=(000_old) is duplicated" in result.failure.message
     assert await fetchval(dsn, "SELECT to_regclass('tenant_acme.users')") is None
 
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from archify_core import InvalidSlugError, load_migrations, schema_for, validate_slug
 from archify_core.migration import Migration, Scope
-from archify_core.sql import creation_chunks, millis, quote_ident, quote_literal, upgrade_script
+from archify_core.sql import (
+    creation_chunks,
+    is_recorded_already,
+    millis,
+    quote_ident,
+    quote_literal,
+    upgrade_script,
+)
 from archify_core.steps import ExecutionOptions
 from archify_core.tenant_lifecycle import creation_sql, drop_sql
 from tests.conftest import EXAMPLE_MIGRATIONS
@@ -94,3 +102,20 @@ def test_creation_drops_concurrently_only_from_non_transactional_migrations() ->
                               statement_timeout=None, runner_wait=1)
     assert "'use CREATE INDEX CONCURRENTLY later'" in chunk.sql
     assert "CREATE INDEX idx ON notes (v)" in chunk.sql
+
+
+@pytest.mark.parametrize(("detail", "recorded"), [
+    ("Key (version)=(003_x) already exists.", True),
+    ("Schlüssel »(version)=(003_x)« existiert bereits.", True),  # lc_messages = de_DE
+    ("Key (version)=(003_xy) already exists.", False),  # another version
+])
+def test_another_runners_ledger_row_is_told_by_the_errors_fields_not_its_language(
+    detail: str, recorded: bool
+) -> None:
+    error = SimpleNamespace(sqlstate="23505", schema_name="tenant_acme",
+                            table_name="schema_migrations", detail=detail)
+    assert is_recorded_already(error, "tenant_acme", "003_x") is recorded
+    # adoption's own failure is raised again without the table's name (upgrade_ledger_sql)
+    adoption = SimpleNamespace(sqlstate="23505", schema_name=None, table_name=None,
+                               detail="Key (version)=(003_x) is duplicated.")
+    assert not is_recorded_already(adoption, "tenant_acme", "003_x")
