@@ -208,8 +208,16 @@ def writer_mark() -> str:
     """The select-list item that marks a transaction's ledger writes as archify's own
     (transaction_prelude adds it): the row trigger's WHEN skips them. It must be set
     before the ledger row is written, which is why every ledger write comes first in
-    its transaction, before the migration's SQL (which might RESET ALL)."""
+    its transaction, before the migration's SQL (which might RESET ALL). writer_done
+    ends it."""
     return f"set_config('{WRITER_SETTING}', 'on', true)"
+
+
+def writer_done() -> str:
+    """The statement after archify's own ledger writes: the mark is cleared before the
+    migration's SQL (or a Python migration, or the seed hook) runs, so a write of theirs
+    to the ledger is one the trigger applies like any other."""
+    return f"SELECT set_config('{WRITER_SETTING}', 'off', true);\n"
 
 
 def record_sql(schema: str, migration: Migration) -> str:

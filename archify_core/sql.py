@@ -115,6 +115,7 @@ def upgrade_script(
         schema,
         ledger_setup
         + record_sql(schema, migration, digest=digest)
+        + writes_done(digest)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.upgrade_sql)
         + before_commit,
@@ -144,6 +145,7 @@ def downgrade_script(
         ledger_setup
         + guard_sql(schema, migration.version)
         + unrecord_sql(schema, migration, digest=digest)
+        + writes_done(digest)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.downgrade_sql)
         + before_commit,
@@ -167,6 +169,11 @@ def record_sql(schema: str, migration: Migration, *, digest: bool = False) -> st
         f"INSERT INTO {ledger_name(schema)} (version, checksum) VALUES "
         f"({quote_literal(migration.version)}, {quote_literal(migration.checksum)});\n"
     )
+
+
+def writes_done(digest: bool) -> str:
+    """After archify's own ledger writes (digest.writer_done)."""
+    return digest_sql.writer_done() if digest else ""
 
 
 def is_recorded_already(exc: BaseException, schema: str, version: str) -> bool:
@@ -286,6 +293,7 @@ def creation_chunks(
         f"CREATE SCHEMA {quote_ident(schema)};\n",
         ledger_setup_sql(schema, create=True, track=digest),
         *(record_sql(schema, m, digest=digest) for m in migrations),
+        writes_done(digest),
     ]
     spans: list[tuple[int, int, str]] = []
     for m in migrations:

@@ -40,6 +40,7 @@ from .sql import (
     transaction_prelude,
     unrecord_sql,
     upgrade_script,
+    writes_done,
 )
 
 
@@ -166,7 +167,8 @@ class Step:
 
     def _ledger_write(self) -> str:
         write = record_sql if self.up else unrecord_sql
-        return write(self.schema, self.migration, digest=self.digest)
+        return (write(self.schema, self.migration, digest=self.digest)
+                + writes_done(self.digest))
 
 
 def one_sql_transaction(migration: Migration, direction: Direction) -> bool:

@@ -177,6 +177,26 @@ async def test_the_trigger_finds_its_digest_row_by_key_in_a_big_fleet(
     assert (scans["seq_scan"], scans["idx_scan"]) == (0, 1)
     assert await _wrong(dsn) == []
 
+@pytest.mark.parametrize("how", ["migrate", "create-tenant"])
+async def test_a_migration_writing_its_own_ledger_is_followed_by_the_digest(
+    dsn: str, migrations_dir: Path, how: str
+) -> None:
+    """Archify's mark (which tells the trigger to skip archify's own ledger rows) ends
+    with those rows: a migration's own write to the ledger is one the trigger applies."""
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
+    add_migration(migrations_dir, "006_forget_audit", "tenant",
+                  "DELETE FROM schema_migrations WHERE version = '005_add_audit_logs';")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        if how == "migrate":
+            assert (await engine.migrate("tenants")).ok
+        else:
+            await engine.create_tenant("acme2")
+    slug = "acme" if how == "migrate" else "acme2"
+    assert await _wrong(dsn) == []
+    applied, pending, _ = (await _status(dsn, migrations_dir))[slug]
+    assert "005_add_audit_logs" in pending and "006_forget_audit" in applied
+
+
 async def test_a_look_alike_hash_function_is_never_called(
     dsn: str, migrations_dir: Path
 ) -> None:
