@@ -6,7 +6,6 @@ and go out in batches."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
 import asyncpg
@@ -22,48 +21,10 @@ from tests.fleet import (
     on_every_pooled_connection,
     register_tenants,
 )
+from tests.plugin_fixtures.hook_order import HookOrder
 
 TENANT_VERSIONS = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
 SLUGS = [f"t{i}" for i in range(8)]
-
-
-class Order:
-    """The order of the hooks: a batch starts every schema in it before any migration in
-    it is reported applied (one at a time, a schema's migration comes before the next
-    schema starts)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    @hookimpl
-    def archify_before_schema(self, schema: str) -> None:
-        self.calls.append(("before", schema))
-
-    @hookimpl
-    def archify_after_migration(self, schema: str) -> None:
-        self.calls.append(("applied", schema))
-
-    @hookimpl
-    def archify_after_schema(self, result: Any) -> None:
-        self.calls.append(("after", result.schema))
-
-    def batched(self) -> bool:
-        """Whether some schema started while another one's migration was under way."""
-        for i, (kind, schema) in enumerate(self.calls):
-            if kind == "before":
-                applied = self.calls.index(("applied", schema)) if (
-                    ("applied", schema) in self.calls) else len(self.calls)
-                if any(k == "before" for k, _ in self.calls[i + 1:applied]):
-                    return True
-        return False
-
-    def paired(self) -> bool:
-        """Every schema: before, its migrations, after; in that order, once each."""
-        for schema in {s for _, s in self.calls}:
-            kinds = [kind for kind, s in self.calls if s == schema]
-            if kinds[0] != "before" or kinds[-1] != "after" or kinds.count("after") != 1:
-                return False
-        return True
 
 
 async def test_a_batch_stops_at_its_failing_step_and_the_schemas_after_it_go_on(
@@ -80,7 +41,7 @@ async def test_a_batch_stops_at_its_failing_step_and_the_schemas_after_it_go_on(
     for slug in SLUGS:
         if slug != "t3":
             await fetchval(dsn, f"CREATE TABLE tenant_{slug}.legacy (id int)")
-    order = Order()
+    order = HookOrder()
     async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8, plugins=[order],
                       load_entry_points=False) as engine:
         report = await engine.migrate("tenants")
@@ -126,7 +87,7 @@ async def test_a_lock_timeout_in_a_batch_is_that_schemas_first_attempt(
         await released.wait()
         await app.close()
 
-    order = Order()
+    order = HookOrder()
     try:
         async with (
             Engine(dsn, migrations_dir, concurrency=1, batch_size=8, lock_timeout=0.2,
@@ -180,7 +141,7 @@ async def test_a_step_another_runner_did_stops_the_batch_and_is_not_applied_agai
     await migrated_fleet(dsn, migrations_dir, SLUGS)
     add_migration(migrations_dir, "006_count_runs", "tenant",
                   "CREATE TABLE runs (n int); INSERT INTO runs VALUES (1);")
-    order = Order()
+    order = HookOrder()
     async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8,
                       plugins=[order, LedgerWrittenMeanwhile(dsn)],
                       load_entry_points=False) as engine:
@@ -216,7 +177,7 @@ async def test_max_failures_skips_the_schemas_a_failed_batch_never_reached(
 
 
 async def test_batch_size_one_sends_one_schema_at_a_time(dsn: str, migrations_dir: Path) -> None:
-    order = Order()
+    order = HookOrder()
     async with Engine(dsn, migrations_dir, concurrency=1, batch_size=1, plugins=[order],
                       load_entry_points=False) as engine:
         assert (await engine.migrate("public")).ok

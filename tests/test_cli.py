@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import add_migration, column_exists, fetchval, ledger_versions
+from tests.fleet import (
+    add_migration,
+    column_exists,
+    fetchval,
+    ledger_versions,
+    register_tenants,
+)
+from tests.plugin_fixtures.hook_order import HookOrder
 
 
 def archify(*args: str, dsn: str | None = None, migrations: Path | None = None,
@@ -48,8 +55,7 @@ def test_guide_workflow(dsn: str, migrations_dir: Path) -> None:
     assert "tenant_acme:" in one.stdout and "✓ 003_add_user_avatar" in one.stdout
     assert asyncio_run(ledger_versions(dsn, "tenant_corp")) == []
 
-    rollout = archify("--concurrency", "1", "--batch-size", "2", "all", dsn=dsn,
-                      migrations=migrations_dir)
+    rollout = archify("all", dsn=dsn, migrations=migrations_dir)
     assert rollout.returncode == 0, rollout.stderr
     assert "tenant_corp:" in rollout.stdout and "✅" in rollout.stdout
 
@@ -59,6 +65,26 @@ def test_guide_workflow(dsn: str, migrations_dir: Path) -> None:
         ("acme", "tenant_acme", []), ("corp", "tenant_corp", [])]
     assert status["tenants"][0]["applied"] == [
         "002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "8"])
+def test_batch_size_reaches_the_engine(
+    dsn: str, migrations_dir: Path, tmp_path: Path, batch_size: str
+) -> None:
+    """One worker, six tenants pending: with --batch-size 8 schemas start while another's
+    migrations are under way (they share round trips), with 1 never."""
+    assert archify("public", dsn=dsn, migrations=migrations_dir).returncode == 0
+    asyncio_run(register_tenants(dsn, [f"t{i}" for i in range(6)]))
+    log = tmp_path / "hooks.log"
+    result = archify("--concurrency", "1", "--batch-size", batch_size, "--plugin",
+                     "tests.plugin_fixtures.hook_order:plugin", "tenants", dsn=dsn,
+                     migrations=migrations_dir, ARCHIFY_TEST_HOOK_LOG=str(log))
+    assert result.returncode == 0, result.stderr
+    order = HookOrder.read(log)
+    assert order.paired() and order.batched() == (batch_size == "8")
+    for i in range(6):
+        assert asyncio_run(ledger_versions(dsn, f"tenant_t{i}")) == [
+            "002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
 
 
 def test_a_failing_schema_exits_1_and_names_it(dsn: str, migrations_dir: Path) -> None:
