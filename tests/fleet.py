@@ -111,6 +111,15 @@ async def digest_rows(dsn: str) -> set[str]:
         await conn.close()
 
 
+async def stale_digests(dsn: str) -> list[str]:
+    """The schemas whose digest disagrees with their ledger (digest.stale)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await digest.stale(conn)
+    finally:
+        await conn.close()
+
+
 async def migrated_fleet(dsn: str, migrations: Path, slugs: list[str]) -> None:
     """public migrated, then `slugs` registered and every tenant migration applied."""
     async with Engine(dsn, migrations, load_entry_points=False) as engine:

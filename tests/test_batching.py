@@ -15,11 +15,13 @@ from archify_core import ConfigurationError, Engine, Outcome, hookimpl
 from archify_core.events import Event, MigrationRetrying
 from tests.fleet import (
     add_migration,
+    execute,
     fetchval,
     ledger_versions,
     migrated_fleet,
     on_every_pooled_connection,
     register_tenants,
+    stale_digests,
 )
 from tests.plugin_fixtures.hook_order import HookOrder
 
@@ -186,3 +188,31 @@ async def test_batch_size_one_sends_one_schema_at_a_time(dsn: str, migrations_di
     assert not order.batched() and order.paired()
     with pytest.raises(ConfigurationError, match="batch_size must be at least 1"):
         Engine(dsn, migrations_dir, batch_size=0)
+
+
+async def test_a_connection_lost_mid_batch_reruns_its_schemas_and_applies_each_once(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """t3's backend dies inside the batch: what committed is unknown, so every schema of
+    the batch runs again alone. Those that had committed meet their own ledger row (and
+    are not applied twice); t3 and those after it are migrated."""
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    await execute(dsn, "CREATE SEQUENCE public.kill_once")
+    add_migration(migrations_dir, "006_count_runs", "tenant",
+                  "CREATE TABLE runs (n int); INSERT INTO runs VALUES (1);"
+                  "SELECT CASE WHEN current_schema() = 'tenant_t3'"
+                  " AND nextval('public.kill_once') = 1"
+                  " THEN pg_terminate_backend(pg_backend_pid()) END;")
+    order = HookOrder()
+    async with Engine(dsn, migrations_dir, concurrency=1, batch_size=8, plugins=[order],
+                      load_entry_points=False) as engine:
+        report = await engine.migrate("tenants")
+    assert report.ok and order.batched() and order.paired()
+    assert await fetchval(dsn, "SELECT last_value FROM public.kill_once") == 2  # t3 twice
+    outcomes = {r.slug: r.outcome for r in report.schemas}
+    for slug in SLUGS:
+        assert await fetchval(dsn, f"SELECT count(*) FROM tenant_{slug}.runs") == 1
+        assert "006_count_runs" in await ledger_versions(dsn, f"tenant_{slug}")
+        assert outcomes[slug] in (Outcome.MIGRATED, Outcome.UP_TO_DATE)
+    assert all(outcomes[f"t{i}"] is Outcome.MIGRATED for i in range(3, 8))
+    assert await stale_digests(dsn) == []

@@ -19,17 +19,10 @@ from tests.fleet import (
     fetchval,
     migrated_fleet,
     register_tenants,
+    stale_digests,
 )
 
 TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
-
-
-async def _wrong(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await digest.stale(conn)
-    finally:
-        await conn.close()
 
 
 async def _status(dsn: str, migrations: Path) -> dict[str, tuple[list[str], list[str], bool]]:
@@ -78,7 +71,7 @@ async def test_every_archify_write_keeps_the_digest_true(
 ) -> None:
     await migrated_fleet(dsn, migrations_dir, ["acme", "corp", "zeta"])
     assert await digest_rows(dsn) == {"tenant_acme", "tenant_corp", "tenant_zeta"}
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     # a Python migration and one outside a transaction, then roll back and forth
     (migrations_dir / "006_python.py").write_text(
         '"""\nPython\n\n# MIGRATION_SCOPE: tenant\n# MIGRATION_VERSION: 006_python\n'
@@ -95,21 +88,21 @@ async def test_every_archify_write_keeps_the_digest_true(
                   "ALTER TABLE users DROP COLUMN r; RESET ALL")
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("tenants")).applied_count() == 9
-        assert await _wrong(dsn) == []
+        assert await stale_digests(dsn) == []
         assert (await engine.rollback(["acme"], steps=4)).ok
         assert (await engine.rollback(["corp"], to="002_create_tenant_tables")).ok
-        assert await _wrong(dsn) == []
+        assert await stale_digests(dsn) == []
         await engine.create_tenant("new")
         await engine.create_tenant("bare", migrate=False)
         assert (await engine.migrate("tenants")).ok
-        assert await _wrong(dsn) == []
+        assert await stale_digests(dsn) == []
         status = await engine.status()
         assert all(not t.pending for t in status.tenants)
         await engine.drop_tenant("zeta")
     assert {"tenant_new", "tenant_bare"} <= await digest_rows(dsn)
     assert await fetchval(dsn, "SELECT count(*) FROM public.archify_ledger_digest "
                                "WHERE schema_name = 'tenant_zeta'") == 0
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     states = await _states(dsn, migrations_dir)
     assert all(s.from_digest for s in states.values())
 
@@ -130,7 +123,7 @@ async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
         "INSERT INTO tenant_unknown.schema_migrations (version) VALUES ('009_gone')",
         "TRUNCATE tenant_truncated.schema_migrations",
     )
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     status = await _status(dsn, migrations_dir)
     assert status["deleted"] == (TENANT[:2], TENANT[2:], False)
     assert status["edited"] == (TENANT, [], True)
@@ -146,7 +139,7 @@ async def test_a_manual_edit_of_a_ledger_is_seen_by_the_next_status(
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         report = await engine.migrate(["deleted"])
     assert [a.version for a in report.schemas[0].applied] == ["005_add_audit_logs"]
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
 
 
 
@@ -175,7 +168,7 @@ async def test_the_trigger_finds_its_digest_row_by_key_in_a_big_fleet(
     finally:
         await conn.close()
     assert (scans["seq_scan"], scans["idx_scan"]) == (0, 1)
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
 
 @pytest.mark.parametrize("how", ["migrate", "create-tenant"])
 async def test_a_migration_writing_its_own_ledger_is_followed_by_the_digest(
@@ -192,7 +185,7 @@ async def test_a_migration_writing_its_own_ledger_is_followed_by_the_digest(
         else:
             await engine.create_tenant("acme2")
     slug = "acme" if how == "migrate" else "acme2"
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     applied, pending, _ = (await _status(dsn, migrations_dir))[slug]
     assert "005_add_audit_logs" in pending and "006_forget_audit" in applied
 
@@ -214,7 +207,7 @@ async def test_a_look_alike_hash_function_is_never_called(
                   "DELETE FROM tenant_corp.schema_migrations WHERE version = '005_add_audit_logs'")
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("tenants")).ok  # re-tracking: refresh_sql's sum
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp"}
 
 
@@ -258,7 +251,7 @@ async def test_a_digest_that_cannot_be_trusted_is_not_used(
     }[how]
     await execute(dsn, edit)
     # the row still names the ledger it summed, and is wrong now (except for a new ledger)
-    assert await _wrong(dsn) == ([] if how == "ledger replaced" else ["tenant_acme"])
+    assert await stale_digests(dsn) == ([] if how == "ledger replaced" else ["tenant_acme"])
     expected = {
         "trigger disabled": (TENANT[:2], TENANT[2:], False),
         "trigger dropped": ([], TENANT, False),
@@ -280,7 +273,7 @@ async def test_a_digest_that_cannot_be_trusted_is_not_used(
             assert (await engine.migrate(["acme"])).ok
         states = await _states(dsn, migrations_dir)
         assert states["acme"].tracked and states["acme"].from_digest
-        assert await _wrong(dsn) == []
+        assert await stale_digests(dsn) == []
 
 
 async def test_the_status_of_a_tracked_fleet_opens_no_ledger(
@@ -319,7 +312,7 @@ async def test_ledgers_from_before_the_digest_are_tracked_by_their_next_migratio
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("all")).applied_count() == 2
     assert await digest_rows(dsn) == {"tenant_acme", "tenant_corp"}
-    assert await _wrong(dsn) == []
+    assert await stale_digests(dsn) == []
     states = await _states(dsn, migrations_dir)
     assert all(s.tracked and s.from_digest for s in states.values())
 
@@ -348,9 +341,9 @@ async def test_a_role_that_may_not_write_the_digest_migrates_and_the_trigger_kee
     try:
         async with Engine(as_role, migrations_dir, load_entry_points=False) as engine:
             assert (await engine.migrate("tenants")).applied_count() == 1
-            assert await _wrong(dsn) == []
+            assert await stale_digests(dsn) == []
             assert (await engine.rollback(["acme"], steps=1)).ok
-            assert await _wrong(dsn) == []
+            assert await stale_digests(dsn) == []
             status = await engine.status()
         assert status.tenants[0].pending == ("006_more",)
         states = await _states(dsn, migrations_dir)
