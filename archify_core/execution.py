@@ -22,6 +22,7 @@ from .events import Event, MigrationApplied, MigrationRetrying, SchemaStarted
 from .migration import Migration, Scope
 from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
+from .quoting import LEDGER_TABLE, ledger_name, quote_literal
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
 from .sql import BATCH_SETTING, batch_mark, batch_position_sql, ledger_setup_sql
 from .steps import ExecutionOptions, Step, one_sql_transaction, usable
@@ -201,6 +202,31 @@ async def _send_batch(lease: Lease, script: str, token: str,
     return steps, None
 
 
+async def _committed_after_loss(lease: Lease, steps: list[Step]) -> int:
+    """How many of a batch's steps committed before its connection was lost: the ledgers
+    say (read on a new connection; 0 if the server cannot be asked either). They
+    committed in order, so it is the steps whose ledger shows them done, up to the first
+    that does not."""
+    try:
+        async with lease.connection() as conn:  # (the lease replaces the lost connection)
+            ledgers = set(await conn.fetchval(
+                "SELECT coalesce(array_agg(s), '{}') FROM unnest($1::text[]) s"
+                f" WHERE to_regclass(format('%I.%I', s, '{LEDGER_TABLE}')) IS NOT NULL",
+                sorted({step.schema for step in steps})))
+            checks = [f"SELECT {i}, EXISTS (SELECT 1 FROM {ledger_name(step.schema)}"
+                      f" WHERE version = {quote_literal(step.migration.version)})"
+                      for i, step in enumerate(steps) if step.schema in ledgers]
+            recorded = dict(await conn.fetch("\nUNION ALL\n".join(checks))) if checks else {}
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS):
+        return 0
+    done = 0
+    for i, step in enumerate(steps):
+        if i not in recorded or recorded[i] != step.up:  # applied: recorded; reverted: not
+            break
+        done += 1
+    return done
+
+
 def batchable(plan: SchemaPlan) -> bool:
     """Whether every pending step of a plan is one SQL transaction (see apply_batch)."""
     return bool(plan.pending) and all(one_sql_transaction(m, plan.direction)
@@ -226,10 +252,11 @@ async def apply_batch(
     session setting as it ends (sql.BATCH_SETTING), so the setting names the last one
     that committed and the error is the next one's, precisely. That step is settled as
     apply_plan would settle it (done by another runner, or its first attempt failed, to
-    be retried); the schemas after it go on one round trip at a time. Only when the
-    connection is lost mid-batch is what committed unknown: every schema is then run
-    again step by step, and a step that had committed finds its ledger row and counts as
-    done by another runner (as a single step whose COMMIT's answer was lost does).
+    be retried); the schemas after it go on one round trip at a time. When the
+    connection is lost mid-batch, the ledgers say what committed (read on a new
+    connection), and the loss is the next step's first attempt; if the server cannot be
+    asked either, every schema of the batch runs again step by step, and a step that had
+    committed meets its own ledger row and counts as done by another runner.
     `stop(failures)`: whether the rollout stops once this batch has that many failed
     schemas; the schemas the batch never reached are then skipped. Each applied
     migration's duration is the batch's round trip.
@@ -241,30 +268,33 @@ async def apply_batch(
     script = "".join(step.script(batch_mark(f"{token}{i}") if i < len(batch) - 1 else "")
                      for i, (_, step) in enumerate(batch))
     started = time.perf_counter()
-    committed, error = 0, None
+    committed, error, lost = 0, None, None
     try:
         if batch:  # (none when every schema failed in a before_schema hook)
             committed, error = await _send_batch(lease, script, token, len(batch))
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS):
-        committed, error = 0, None  # the connection is lost: what committed is unknown
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+        lost = exc
+        committed = await _committed_after_loss(lease, [step for _, step in batch])
     elapsed = (time.perf_counter() - started) * 1000
     for run, step in batch[:committed]:
         await run.settle_step(AppliedMigration(step.migration.version, elapsed))
-    if error is not None:
+    if committed < len(batch) and (error is not None or lost is not None):
         run, step = batch[committed]
-        if step.done_already(error):
+        if error is not None and step.done_already(error):
             await run.settle_step(None)
-        elif error.sqlstate in RETRYABLE_SQLSTATES:
-            retry = _Retry(_describe(error))
-            retry.__cause__ = error
-            await run.run_rest(lease, retry)
+        elif lost is not None or (error is not None and error.sqlstate in RETRYABLE_SQLSTATES):
+            cause = lost if lost is not None else error
+            prefix = "connection lost: " if lost is not None else ""
+            retry = _Retry(prefix + _describe(cause))
+            retry.__cause__ = cause
+            await run.run_rest(lease, retry)  # the batch was its first attempt
         else:
             await run.fail(error, step.migration)
     failures = sum(run.failed for run in runs)
     for run in ready:
         if run.failed:
             continue
-        if error is not None and run.done == 0 and stop(failures):
+        if (error or lost) is not None and run.done == 0 and stop(failures):
             run.skip()  # it never ran (the batch stopped before it), and the rollout stops
             continue
         await run.run_rest(lease)  # (nothing left, for a schema whose steps all committed)
