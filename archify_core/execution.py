@@ -107,10 +107,15 @@ class SchemaRun:
     def steps(self) -> list[Step]:
         """The steps still to run; the ledger setup goes with the first (it commits with
         it, and a later step runs only after the earlier ones committed)."""
-        state = self.plan.state
-        return [Step(state.schema, m, self.plan.direction, self.options,
-                     self.setup if i == 0 else "", self.digest)
+        return [self._step(m, self.setup if i == 0 else "")
                 for i, m in enumerate(self.plan.pending[self.done:])]
+
+    def next_step(self) -> Step:
+        return self._step(self.plan.pending[self.done], self.setup)
+
+    def _step(self, migration: Migration, setup: str) -> Step:
+        return Step(self.plan.state.schema, migration, self.plan.direction, self.options,
+                    setup, self.digest)
 
     async def begin(self) -> bool:
         """SchemaStarted and the before_schema hooks; False if a hook failed the schema."""
@@ -147,7 +152,7 @@ class SchemaRun:
         step: Step | None = None
         try:
             while self.done < len(self.plan.pending):
-                step = self.steps()[0]
+                step = self.next_step()
                 await self.settle_step(await _apply_with_retries(lease, step, self.emit,
                                                                  first_failure))
                 first_failure = None

@@ -51,6 +51,11 @@ class Migration:
     def is_python(self) -> bool:
         return self.upgrade_py is not None
 
+    def python_step(self, up: bool) -> PythonStep | None:
+        """The direction's Python function, if it has one: an upgrade in SQL may have a
+        Python downgrade, and back."""
+        return self.upgrade_py if up else self.downgrade_py
+
     def can_downgrade(self) -> bool:
         return bool(self.downgrade_sql) or self.downgrade_py is not None
 

@@ -84,14 +84,12 @@ class Step:
         return self.migration.transactional
 
     async def run(self, conn: asyncpg.Connection) -> bool:
-        # the step's own kind: an upgrade in SQL may have a Python downgrade, and back
-        python_step = self.migration.upgrade_py if self.up else self.migration.downgrade_py
+        python_step = self.migration.python_step(self.up)
         if python_step is not None:
             return await self._python(conn, python_step)
         if not self.migration.transactional:
             return await self._outside_transaction(conn)
         return await self._script(conn)
-
 
     def script(self, before_commit: str = "") -> str:
         build = upgrade_script if self.up else downgrade_script
@@ -174,8 +172,8 @@ class Step:
 def one_sql_transaction(migration: Migration, direction: Direction) -> bool:
     """Whether a step is one SQL transaction (not Python, not outside a transaction):
     what a batch of several schemas' steps can carry (execution.apply_batch)."""
-    python_step = migration.upgrade_py if direction is Direction.UP else migration.downgrade_py
-    return python_step is None and migration.transactional
+    return (migration.python_step(direction is Direction.UP) is None
+            and migration.transactional)
 
 
 def usable(conn: asyncpg.Connection) -> bool:
