@@ -156,6 +156,12 @@ ORDER BY d.schema_name
 CHECK_BATCH = 250  # ledgers per statement, as in ledger.LEDGER_BATCH: the lock table
 
 
+async def tracked(conn: asyncpg.Connection) -> set[str]:
+    """The schemas with a digest row that names their ledger (benchmarks and tests check
+    that a run left one for every tenant)."""
+    return {row["schema_name"] for row in await conn.fetch(_DIGESTS_AND_LEDGERS)}
+
+
 async def stale(conn: asyncpg.Connection) -> list[str]:
     """The schemas whose digest row disagrees with what their ledger holds: written with
     the triggers skipped (session_replication_role = replica, a disabled trigger) or the

@@ -82,7 +82,7 @@ async def verify_fleet(dsn: str, migrations: MigrationSet, versions: tuple[str, 
                     raise VerificationError(f"{part[row['i']]} has ledger {row['v']}, "
                                             f"expected {want}")
         if digests:
-            kept = {r[0] for r in await conn.fetch(digest._DIGESTS_AND_LEDGERS)}
+            kept = await digest.tracked(conn)
             missing = [s for s in schemas if s not in kept]
             stale = await digest.stale(conn)
             if missing or stale:

@@ -106,7 +106,7 @@ async def digest_rows(dsn: str) -> set[str]:
     """The schemas with a digest row that names their ledger."""
     conn = await asyncpg.connect(dsn)
     try:
-        return {r[0] for r in await conn.fetch(digest._DIGESTS_AND_LEDGERS)}
+        return await digest.tracked(conn)
     finally:
         await conn.close()
 
