@@ -5,7 +5,8 @@
 
 Starts its own embedded PostgreSQL unless --dsn is given (the DSN's user must be
 allowed to create databases), builds each prepared fleet once per N as its own
-database, then runs every scenario (putting the fleet back after each run); see docs/performance.md.
+database, then runs every scenario (putting the fleet back after each run); create-tenant
+runs last, on the fleets of every N at once (their runs interleaved); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
         direct, proxied = await round_trip_ms(admin_dsn), await round_trip_ms(tool_dsn("postgres"))
         ctx.log(f"round trip: {direct:.3f} ms direct, {proxied:.3f} ms through the proxy")
         args.rtt = (direct, proxied)
+    deferred: dict[int, str] = {}  # n -> its fleet for create-tenant, run last for every n
     for n in args.n:
         wanted = [s for s in args.scenarios if s != "bootstrap" or n <= args.bootstrap_max_n]
         fleets = await build_fleets(ctx, n, wanted)
@@ -124,15 +126,24 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
             started = time.perf_counter()
             migrations = load(s, root)
             db = fleets[s.fleet]
+            if name == "create-tenant":
+                deferred[n] = db
+                continue
             if name == "status":
                 r = await run_status(ctx, s, n, db, migrations, not args.no_cli)
-            elif name == "create-tenant":
-                r = await run_create_tenant(ctx, s, n, db, migrations)
             else:
                 r = await run_migrating(ctx, s, n, db, migrations, not args.no_cli)
             results.append(r)
             ctx.log(f"{name} N={n} done in {time.perf_counter() - started:.1f} s")
-        for db in fleets.values():
+        for db in set(fleets.values()) - set(deferred.values()):
+            await server.drop_database(admin_dsn, db)
+    if deferred:
+        s = SCENARIOS["create-tenant"]
+        started = time.perf_counter()
+        results += await run_create_tenant(ctx, s, deferred, load(s, root))
+        ctx.log(f"create-tenant N={', '.join(map(str, deferred))} done in "
+                f"{time.perf_counter() - started:.1f} s")
+        for db in deferred.values():
             await server.drop_database(admin_dsn, db)
     return results
 

@@ -150,42 +150,44 @@ async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
     return result
 
 
-async def run_create_tenant(ctx: Context, scenario: Scenario, n: int, db: str,
-                            migrations: MigrationSet) -> Result:
-    """p50/p95 of creating one tenant while `n` exist: archify vs the same DDL by hand,
-    which of the two goes first alternating per repeat."""
+async def run_create_tenant(ctx: Context, scenario: Scenario, fleets: dict[int, str],
+                            migrations: MigrationSet) -> list[Result]:
+    """p50/p95 of creating one tenant while n exist, for every n at once (`fleets`: n ->
+    database): archify vs the same DDL by hand. Each repeat visits every fleet, the order
+    rotating, and on each fleet which of the two goes first alternates: the machine's
+    drift over the run falls on every n and both tools alike, so the growth from one n to
+    the next is measured, not the minutes between them."""
     mdir = scenario.migrations_dir(ctx.root)
-    dsn = ctx.tool_dsn(db)
-    result = Result(scenario.name, n)
-    created: list[str] = []
-    tenant = migrations.for_kind(Scope.TENANT)
+    tenant = list(migrations.for_kind(Scope.TENANT))
+    results = {n: Result(scenario.name, n) for n in fleets}
+    created: dict[int, list[str]] = {n: [] for n in fleets}
+    sizes = list(fleets)
     for r in range(ctx.repeats):
-        async def archify(r: int = r) -> None:
-            result.add("archify", tools.archify_api(dsn, mdir, "create", count=CREATE_COUNT,
-                                                    prefix=f"bench_a{r}_"))
-            created.extend(f"tenant_bench_a{r}_{i:04d}" for i in range(CREATE_COUNT))
-
-        scripts = []
-        for i in range(CREATE_COUNT):
-            slug = f"bench_h{r}_{i:04d}"
-            script = tenant_build_sql(f"tenant_{slug}", list(tenant))
-            scripts.append((slug, f"BEGIN;\n{script}INSERT INTO public.tenants (slug, name, "
-                                  f"schema_name) VALUES ({quote_literal(slug)}, "
-                                  f"{quote_literal(slug)}, {quote_literal('tenant_' + slug)});"
-                                  "\nCOMMIT;"))
-
-        async def by_hand(scripts: list[tuple[str, str]] = scripts) -> None:
-            result.add("by-hand", await tools.create_by_hand(dsn, scripts))
-            created.extend(f"tenant_{s}" for s, _ in scripts)
-
-        for step in ((archify, by_hand) if r % 2 == 0 else (by_hand, archify)):
-            await step()
-        ctx.log(f"  create-tenant N={n} repeat {r + 1}: archify p50 "
-                f"{result.p('archify', 50) * 1000:.1f} ms, by hand "
-                f"{result.p('by-hand', 50) * 1000:.1f} ms")
-    started = time.perf_counter()
-    await verify_fleet(server.database_dsn(ctx.admin_dsn, db), migrations, scenario.after,
-                       [tenant_schema(i) for i in range(n)] + created, digests=True)
-    ctx.log(f"  verified {n + len(created)} schemas in {time.perf_counter() - started:.1f} s")
-    await reset_fleet(server.database_dsn(ctx.admin_dsn, db), migrations, scenario.before, n)
-    return result
+        for n in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
+            dsn, result = ctx.tool_dsn(fleets[n]), results[n]
+            slugs = {tool: [f"bench_{tool[0]}{r}_{i:04d}" for i in range(CREATE_COUNT)]
+                     for tool in ("archify", "hand")}
+            scripts = [(slug, f"BEGIN;\n{tenant_build_sql(f'tenant_{slug}', tenant)}"
+                              "INSERT INTO public.tenants (slug, name, schema_name) VALUES "
+                              f"({quote_literal(slug)}, {quote_literal(slug)}, "
+                              f"{quote_literal('tenant_' + slug)});\nCOMMIT;")
+                       for slug in slugs["hand"]]
+            for tool in (("archify", "hand") if r % 2 == 0 else ("hand", "archify")):
+                if tool == "archify":
+                    result.add("archify", tools.archify_api(
+                        dsn, mdir, "create", count=CREATE_COUNT, prefix=f"bench_a{r}_"))
+                else:
+                    result.add("by-hand", await tools.create_by_hand(dsn, scripts))
+                created[n].extend(f"tenant_{slug}" for slug in slugs[tool])
+            ctx.log(f"  create-tenant N={n} repeat {r + 1}: archify p50 "
+                    f"{result.p('archify', 50) * 1000:.1f} ms, by hand "
+                    f"{result.p('by-hand', 50) * 1000:.1f} ms")
+    for n, db in fleets.items():
+        started = time.perf_counter()
+        admin_db = server.database_dsn(ctx.admin_dsn, db)
+        await verify_fleet(admin_db, migrations, scenario.after,
+                           [tenant_schema(i) for i in range(n)] + created[n], digests=True)
+        ctx.log(f"  verified {n + len(created[n])} schemas in "
+                f"{time.perf_counter() - started:.1f} s")
+        await reset_fleet(admin_db, migrations, scenario.before, n)
+    return [results[n] for n in fleets]
