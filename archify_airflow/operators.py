@@ -58,7 +58,8 @@ class ArchifyBaseOperator(BaseOperator):
     :param archify_conn_id: Airflow connection to the database (templated).
     :param migrations: folder of migration files (templated); when empty or None: the
         ``ARCHIFY_MIGRATIONS`` environment variable of the worker, else ``migrations``.
-    :param concurrency: schemas migrated at once by this task (templated).
+    :param concurrency: schemas migrated at once by this task (templated); by default the
+        engine's: up to 16, and at most half of the server's free connection slots.
     :param engine_options: further ``Engine`` keyword arguments (``lock_timeout``,
         ``statement_timeout``, ``retries``, ``plugins``, ...).
     """
@@ -68,7 +69,7 @@ class ArchifyBaseOperator(BaseOperator):
 
     def __init__(
         self, *, archify_conn_id: str = ArchifyHook.default_conn_name,
-        migrations: str | Path | None = None, concurrency: int | str = 8,
+        migrations: str | Path | None = None, concurrency: int | str | None = None,
         engine_options: dict[str, Any] | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,9 +89,14 @@ class ArchifyBaseOperator(BaseOperator):
             return os.environ.get(MIGRATIONS_ENV) or "migrations"
         return given
 
+    def concurrency_setting(self) -> int | None:
+        """The rendered concurrency; None (the engine sizes it) when empty."""
+        given = "" if self.concurrency is None else str(self.concurrency).strip()
+        return None if given in ("", "None") else int(given)
+
     def engine(self) -> Engine:
         return self.hook.get_engine(
-            self.migrations_path(), concurrency=int(self.concurrency),
+            self.migrations_path(), concurrency=self.concurrency_setting(),
             on_event=self.log_event, **self.engine_options,
         )
 

@@ -15,13 +15,12 @@ import json
 import time
 
 from archify_core import Engine
-from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.event_loop import run_async
 
 from .peak_rss import report_at_exit
 
 
-async def measure(dsn: str, migrations: str, work: str, concurrency: int,
+async def measure(dsn: str, migrations: str, work: str, concurrency: int | None,
                   count: int, prefix: str) -> dict[str, object]:
     started = time.perf_counter()
     samples: list[float] = []
@@ -49,7 +48,7 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--migrations", required=True)
     parser.add_argument("--work", required=True, choices=["migrate", "status", "create"])
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--concurrency", type=int, default=None, help="default: the engine's")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--prefix", default="bench_new_")
     args = parser.parse_args()

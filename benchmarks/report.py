@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from archify_core.engine import DEFAULT_CONCURRENCY
+from archify_core.engine import AUTO_CONCURRENCY
 
 from .scenarios import Result
 
@@ -62,10 +62,9 @@ def concurrency_table(results: Sequence[Result]) -> list[str]:
     rows = [r for r in results if any(t.startswith("archify-c") for t in r.times)]
     if not rows:
         return []
-    tools = sorted({t for r in rows for t in r.times if t.startswith("archify")},
-                   key=lambda t: (int(t.removeprefix("archify-c")) if t != "archify"
-                                  else DEFAULT_CONCURRENCY))
-    label = {t: (f"{DEFAULT_CONCURRENCY} (default)" if t == "archify"
+    tools = ["archify"] + sorted({t for r in rows for t in r.times if t.startswith("archify-c")},
+                                 key=lambda t: int(t.removeprefix("archify-c")))
+    label = {t: (f"default (≤ {AUTO_CONCURRENCY})" if t == "archify"
                  else t.removeprefix("archify-c")) for t in tools}
     lines = ["| scenario | N | " + " | ".join(f"c={label[t]} (s)" for t in tools) + " |",
              "| --- | ---: |" + " ---: |" * len(tools)]

@@ -1,7 +1,7 @@
 """The fleet-scale benchmark's one command.
 
     python -m benchmarks.run [--n 1000 10000] [--repeats 3] [--scenarios ...] [--dsn DSN]
-                             [--latency-ms 1] [--concurrency 8 ...] [--write-docs]
+                             [--latency-ms 1] [--concurrency 8 16 ...] [--write-docs]
 
 Starts its own embedded PostgreSQL unless --dsn is given (the DSN's user must be
 allowed to create databases), builds each prepared fleet once per N as its own
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import asyncpg
 
-from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.event_loop import run_async
 
 from . import report, server
@@ -48,8 +47,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dsn", help="use this server instead of starting an embedded one")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="added client-server round-trip time (a delaying TCP proxy)")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[DEFAULT_CONCURRENCY],
-                   help="archify concurrency settings to compare (8 is the headline)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[],
+                   help="archify concurrency settings to compare with its default (the "
+                        "headline, sized to the server)")
     p.add_argument("--bootstrap-max-n", type=int, default=BOOTSTRAP_MAX_N,
                    help="skip bootstrap above this N (it is the slowest to reset)")
     p.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
@@ -110,7 +110,7 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
         dsn = server.database_dsn(admin_dsn, db)
         return server.via_proxy(dsn, proxy_port) if proxy_port else dsn
 
-    concurrencies = tuple(dict.fromkeys([DEFAULT_CONCURRENCY, *args.concurrency]))
+    concurrencies: tuple[int | None, ...] = (None, *dict.fromkeys(args.concurrency))
     ctx = Context(admin_dsn, tool_dsn, root, args.repeats, concurrencies, log)
     results: list[Result] = []
     if proxy_port:

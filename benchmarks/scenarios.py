@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.migration import MigrationSet, Scope
 from archify_core.sql import quote_literal
 
@@ -32,7 +31,7 @@ class Context:
     tool_dsn: Callable[[str], str]  # database name -> DSN the tools use (maybe via the proxy)
     root: Path
     repeats: int
-    concurrencies: tuple[int, ...]
+    concurrencies: tuple[int | None, ...]  # archify settings; None: its default
     log: Callable[[str], None]
 
 
@@ -62,8 +61,8 @@ class Result:
         return percentile(self.samples.get(tool, []), q)
 
 
-def archify_tool(c: int) -> str:
-    return "archify" if c == DEFAULT_CONCURRENCY else f"archify-c{c}"
+def archify_tool(c: int | None) -> str:
+    return "archify" if c is None else f"archify-c{c}"
 
 
 Run = Callable[[str], Coroutine[Any, Any, tools.Measured]]
@@ -105,7 +104,7 @@ async def run_migrating(ctx: Context, scenario: Scenario, n: int, db: str,
     schemas = [tenant_schema(i) for i in range(n)]
     runs: dict[str, Run] = {}
     for c in ctx.concurrencies:
-        async def api(dsn: str, c: int = c) -> tools.Measured:
+        async def api(dsn: str, c: int | None = c) -> tools.Measured:
             return tools.archify_api(dsn, mdir, "migrate", concurrency=c)
         runs[archify_tool(c)] = api
 

@@ -20,7 +20,6 @@ import anyio
 import asyncpg
 
 from archify_core import digest
-from archify_core.engine import DEFAULT_CONCURRENCY
 from archify_core.migration import Migration, MigrationSet, Scope
 from archify_core.sql import ledger_name, quote_ident, quote_literal
 
@@ -52,11 +51,13 @@ def _run_child(argv: list[str]) -> tuple[str, float, float]:
         return proc.stdout.decode(), seconds, rss
 
 
-def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int = DEFAULT_CONCURRENCY,
+def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int | None = None,
                 count: int = 0, prefix: str = "bench_new_") -> Measured:
+    """`concurrency` None: the engine's own (sized to the server)."""
     out, _, rss = _run_child([
         sys.executable, "-m", "benchmarks.archify_runner", "--dsn", dsn,
-        "--migrations", str(migrations), "--work", work, "--concurrency", str(concurrency),
+        "--migrations", str(migrations), "--work", work,
+        *(["--concurrency", str(concurrency)] if concurrency is not None else []),
         "--count", str(count), "--prefix", prefix,
     ])
     result = json.loads(out.strip().splitlines()[-1])

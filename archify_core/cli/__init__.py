@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 
 from ..dsn import dsn_from_env
-from ..engine import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, Engine
+from ..engine import AUTO_CONCURRENCY, DEFAULT_BATCH_SIZE, Engine
 from ..errors import ArchifyError, ConfigurationError, TenantCreationError, TenantExistsError
 from ..event_loop import run_async
 from ..loader import load_migrations
@@ -45,7 +45,7 @@ class Settings:
 
     dsn: str | None
     migrations: Path
-    concurrency: int
+    concurrency: int | None
     lock_timeout: float
     statement_timeout: float | None
     retries: int
@@ -141,8 +141,9 @@ def fail(message: str, code: int) -> NoReturn:
               "default: an embedded server under .archify/]")
 @click.option("--migrations", "migrations", default="migrations", show_default=True,
               type=click.Path(path_type=Path), help="Folder of migration files.")
-@click.option("--concurrency", default=DEFAULT_CONCURRENCY, show_default=True,
-              type=click.IntRange(min=1), help="Schemas migrated at once.")
+@click.option("--concurrency", default=None, type=click.IntRange(min=1),
+              help=f"Schemas migrated at once. Default: up to {AUTO_CONCURRENCY}, and at most "
+                   "half of the server's free connection slots.")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(min=1),
               help="Schemas a worker sends in one round trip, each in its own transaction "
@@ -161,7 +162,7 @@ def fail(message: str, code: int) -> NoReturn:
 @click.option("--allow-out-of-order", is_flag=True,
               help="Apply a migration older than one already applied.")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, migrations: Path, concurrency: int,
+def cli(ctx: click.Context, dsn: str | None, migrations: Path, concurrency: int | None,
         batch_size: int, lock_timeout: float, statement_timeout: float | None, retries: int,
         plugins: tuple[str, ...], blocked_plugins: tuple[str, ...],
         allow_out_of_order: bool) -> None:

@@ -55,7 +55,8 @@ class RolloutOutput:
             return
         self._progress = Progress(
             TextColumn("[bold]migrating"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.out, transient=True,
+            TimeElapsedColumn(), TextColumn(f"{event.concurrency} at a time"),
+            console=self.out, transient=True,
         )
         self._progress.start()
         self._task = self._progress.add_task("schemas", total=event.schemas)

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from archify_core import Engine, ledger
+from archify_core.engine import AUTO_CONCURRENCY
 from archify_core.errors import DatabaseConnectionError
 from archify_core.events import Event, MigrationRetrying, Notice
 from tests.fleet import execute
@@ -119,6 +120,35 @@ async def test_few_free_slots_lowers_concurrency_and_completes(
         assert any("instead of 8" in n and "free slots" in n for n in notices), notices
         versions = tenant_versions(folder)
         assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+
+
+async def test_default_concurrency_is_sized_to_the_server(
+    dsn: str, private_server: PrivateServer, private_dsn: str, tmp_path: Path
+) -> None:
+    """Left to the engine, the concurrency is AUTO_CONCURRENCY where the server has room
+    (the suite's server: max_connections 100), and half of the free slots where it has
+    not; nothing the user asked for was cut, so no notice."""
+    folder = tracked_migrations(tmp_path / "m", 2)
+    async with Engine(dsn, folder, load_entry_points=False) as engine:
+        assert (engine.concurrency, engine.pool_size) == (AUTO_CONCURRENCY,
+                                                          AUTO_CONCURRENCY + 1)
+    async with _role_database(private_server, private_dsn) as role_dsn:
+        await build_fleet(role_dsn, folder, 30)
+        # 7 slots free: the engine's first connection takes one, and half the rest is 3
+        hogs = await _hog(role_dsn, 7, private_server)
+        events: list[Event] = []
+        try:
+            with anyio.fail_after(DEADLOCK_GUARD):
+                async with Engine(role_dsn, folder, load_entry_points=False,
+                                  on_event=events.append) as engine:
+                    assert engine.concurrency == 3
+                    report = await engine.migrate("tenants")
+        finally:
+            await _close(hogs)
+        assert report.ok, report.failed[:1]
+        assert not [e for e in events if isinstance(e, Notice)]
+        versions = tenant_versions(folder)
+        assert (await check_fleet(role_dsn, versions)).complete(len(versions)) == 30
 
 
 async def test_slots_taken_mid_rollout_are_retried_then_reported(
