@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import asyncpg
@@ -38,6 +38,7 @@ from .migration import Migration
 from .quoting import LEDGER_TABLE, ledger_name, quote_literal
 
 DIGEST_TABLE = "public.archify_ledger_digest"
+REGISTRY = "public.tenants"
 HASH_FUNCTION = "public.archify_ledger_row_hash"
 SYNC_FUNCTION = "public.archify_ledger_digest_sync"
 ROW_TRIGGER = "archify_ledger_digest"
@@ -100,10 +101,36 @@ $archify$;
 COMMENT ON FUNCTION {SYNC_FUNCTION}() IS '{SETUP_MARK}';
 """
 
+
+def _trusted_owner(owner: str) -> str:
+    """Whether the role `owner` (an OID expression) is trusted as far as the registry is:
+    this role, a superuser, the database's owner or the registry's (public.tenants)."""
+    return (
+        "coalesce((SELECT t.rolname = current_user OR t.rolsuper"
+        " OR t.oid = (SELECT datdba FROM pg_database WHERE datname = current_database())"
+        f" OR t.oid = (SELECT relowner FROM pg_class WHERE oid = to_regclass('{REGISTRY}'))"
+        f" FROM pg_roles t WHERE t.oid = {owner}), false)"
+    )
+
+
+# Whether the digest's table and functions belong to a trusted role (_trusted_owner).
+# Another role's table would run that role's code (its triggers, rules, index
+# expressions) with our privileges when we write it, and its rows (which decide what is
+# pending) would be trusted; where `public` is writable by everyone (before PostgreSQL
+# 15) any role could create it first. Not trusted, the digest is neither kept nor read:
+# every ledger is.
+TRUSTED = " AND ".join((
+    _trusted_owner(f"(SELECT relowner FROM pg_class WHERE oid = to_regclass('{DIGEST_TABLE}'))"),
+    *(_trusted_owner(f"(SELECT proowner FROM pg_proc WHERE oid = to_regprocedure('{f}'))")
+      for f in (f"{HASH_FUNCTION}(text, text)", f"{SYNC_FUNCTION}()")),
+))
+
 # Whether the digest table exists and this role may keep it (a select-list expression).
-WRITABLE = " AND ".join(
-    f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), '{privilege}'), false)"
-    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"))
+WRITABLE = " AND ".join([
+    *(f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), '{privilege}'), false)"
+      for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")),
+    TRUSTED,
+])
 
 # CREATE OR REPLACE TRIGGER and bit_xor: PostgreSQL 14. Older servers run without a
 # digest, reading every ledger as before.
@@ -116,19 +143,28 @@ SELECT current_setting('server_version_num')::int AS server_version,
        AND to_regprocedure('{HASH_FUNCTION}(text, text)') IS NOT NULL
        AND obj_description(to_regprocedure('{SYNC_FUNCTION}()'), 'pg_proc') = '{SETUP_MARK}'
            AS ready,
-       {WRITABLE} AS writable
+       {WRITABLE} AS writable,
+       (SELECT r.rolname::text FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+        WHERE c.oid = to_regclass('{DIGEST_TABLE}') AND NOT {_trusted_owner("r.oid")})
+           AS foreign_owner
 """
 
 
-async def prepare(conn: asyncpg.Connection) -> bool:
+async def prepare(conn: asyncpg.Connection, warn: Callable[[str], None] | None = None) -> bool:
     """Create the digest table and its functions if they are missing and this role may;
-    return whether this role keeps digests itself (may write the table). When it may
-    not, archify writes ledgers as before: the trigger keeps tracked ledgers' digests,
-    and untracked ledgers stay untracked (read directly). Before PostgreSQL 14 there is
-    no digest at all."""
+    return whether this role keeps digests itself (may write the table, and trusts its
+    owner: TRUSTED). When it may not, archify writes ledgers as before: the trigger
+    keeps tracked ledgers' digests, and untracked ledgers stay untracked (read
+    directly). Before PostgreSQL 14 there is no digest at all. `warn` is told when a
+    digest table of another role is ignored."""
     state = await conn.fetchrow(_READY)
     if state["server_version"] < MIN_SERVER_VERSION:
         return False
+    if state["foreign_owner"] is not None and warn is not None:
+        warn(f"{DIGEST_TABLE} belongs to role {state['foreign_owner']}: neither this role, a"
+             " superuser, the database's owner nor the registry's. Archify neither writes nor"
+             " trusts it, and reads every ledger. Drop it (the next run that may creates it"
+             " again), or give it to a trusted role.")
     if not state["ready"]:
         try:
             async with conn.transaction():
@@ -139,9 +175,11 @@ async def prepare(conn: asyncpg.Connection) -> bool:
     return bool(state["writable"])
 
 
-# Whether the digest table exists and this role may read it (if not, every ledger is
-# read, as before the digest): a select-list expression, asked with the fleet's catalog.
-READABLE = f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)"
+# Whether the digest table exists, this role may read it and trusts its owner (if not,
+# every ledger is read, as before the digest): a select-list expression, asked with the
+# fleet's catalog.
+READABLE = (f"coalesce(has_table_privilege(to_regclass('{DIGEST_TABLE}'), 'SELECT'), false)"
+            f" AND {TRUSTED}")
 
 
 # Digest rows that name their schema's ledger: the ones a fleet read would trust (given

@@ -251,7 +251,8 @@ class Engine:
         if dry_run:
             return self.options
         async with self.pool.acquire() as conn:
-            return replace(self.options, digest=await digest.prepare(conn))
+            keeps = await digest.prepare(conn, lambda message: self._emit(Notice(message)))
+            return replace(self.options, digest=keeps)
 
     def _plan(self, state: SchemaState) -> SchemaPlan:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)

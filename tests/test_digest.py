@@ -211,6 +211,76 @@ async def test_a_look_alike_hash_function_is_never_called(
     assert set(await digest_rows(dsn)) == {"tenant_acme", "tenant_corp"}
 
 
+async def test_a_digest_table_of_another_role_is_neither_written_nor_trusted(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """Where every role may create tables in `public` (the default before PostgreSQL
+    15), one could create the digest table before archify's first run: its trigger would
+    then run with archify's privileges on every ledger write, and rows it forged would
+    decide what is pending. Archify neither writes nor trusts such a table (it reads
+    every ledger), and says why."""
+    role = f"intruder_{secrets.token_hex(3)}"
+    await execute(dsn, f"CREATE ROLE {role}", f"GRANT CREATE ON SCHEMA public TO {role}",
+                  "CREATE TABLE public.intruder_log (who text)",
+                  "GRANT INSERT ON public.intruder_log TO PUBLIC")
+    await execute(
+        dsn, f"SET ROLE {role}",
+        "CREATE TABLE public.archify_ledger_digest (schema_name text PRIMARY KEY,"
+        " ledger oid NOT NULL, fingerprint bigint NOT NULL, applied integer NOT NULL);"
+        " GRANT ALL ON public.archify_ledger_digest TO PUBLIC",
+        "CREATE FUNCTION public.intruder() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO public.intruder_log VALUES (current_user); RETURN NULL; END $$",
+        "CREATE TRIGGER intruder AFTER INSERT OR UPDATE OR DELETE"
+        " ON public.archify_ledger_digest FOR EACH ROW EXECUTE FUNCTION public.intruder()")
+    notices: list[str] = []
+    try:
+        async with Engine(dsn, migrations_dir, load_entry_points=False,
+                          on_event=lambda e: notices.append(getattr(e, "message", ""))) as engine:
+            assert (await engine.migrate("public")).ok
+            await register_tenants(dsn, ["acme", "corp"])
+            assert (await engine.migrate("tenants")).ok
+            assert (await engine.rollback(["corp"], steps=1)).ok
+        assert any(f"belongs to role {role}" in n for n in notices), notices
+        # a row claiming every migration for acme, whose last one is then deleted by hand
+        everything = next(key for key, applied in digest.known_ledgers(
+            load_migrations(migrations_dir).for_kind(Scope.TENANT)).items()
+            if len(applied) == len(TENANT))
+        ledger_oid = await fetchval(dsn, "SELECT 'tenant_acme.schema_migrations'::regclass::oid")
+        await execute(
+            dsn, "DELETE FROM tenant_acme.schema_migrations WHERE version = '005_add_audit_logs'",
+            f"SET ROLE {role}",
+            "INSERT INTO public.archify_ledger_digest VALUES ('tenant_acme',"
+            f" {ledger_oid}, {everything[0]}, {everything[1]})")
+        status = await _status(dsn, migrations_dir)
+        assert status["acme"] == (TENANT[:2], TENANT[2:], False)
+        assert status["corp"] == (TENANT[:2], TENANT[2:], False)
+        assert await fetchval(dsn, f"SELECT count(*) FROM public.intruder_log"
+                                   f" WHERE who <> '{role}'") == 0
+    finally:
+        await execute(dsn, f"DROP OWNED BY {role} CASCADE", f"DROP ROLE {role}")
+
+
+async def test_a_digest_of_the_registrys_owner_is_trusted(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """docs/security.md's split: an admin role, not a superuser, owns the registry and
+    the digest (it ran `archify public`); another role migrates. The digest is trusted
+    as far as the registry is."""
+    admin = f"admin_{secrets.token_hex(3)}"
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
+    await execute(dsn, f"CREATE ROLE {admin}",
+                  f"ALTER TABLE public.tenants OWNER TO {admin}",
+                  f"ALTER TABLE public.archify_ledger_digest OWNER TO {admin}",
+                  f"ALTER FUNCTION public.archify_ledger_row_hash(text, text) OWNER TO {admin}",
+                  f"ALTER FUNCTION public.archify_ledger_digest_sync() OWNER TO {admin}")
+    try:
+        assert (await _states(dsn, migrations_dir))["acme"].from_digest
+        await execute(dsn, "ALTER TABLE public.tenants OWNER TO CURRENT_USER")
+        assert not (await _states(dsn, migrations_dir))["acme"].from_digest
+    finally:
+        await execute(dsn, f"REASSIGN OWNED BY {admin} TO CURRENT_USER", f"DROP ROLE {admin}")
+
+
 async def test_a_partitioned_ledger_is_read_not_trusted(dsn: str, migrations_dir: Path) -> None:
     """A partitioned ledger's row trigger fires on a partition, which the digest row does
     not name: its digest cannot follow manual writes, so the ledger itself is read."""
