@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
@@ -100,26 +101,36 @@ async def _close(conns: list[asyncpg.Connection]) -> None:
         await conn.close()
 
 
+async def _migrate_short_of_slots(dsn: str, folder: Path, free: int, server: PrivateServer,
+                                  **engine_options: Any) -> tuple[list[str], int]:
+    """Migrate a 30-tenant fleet while other clients leave `free` slots: the notices, and
+    the concurrency the engine settled on; the fleet must be complete."""
+    await build_fleet(dsn, folder, 30)
+    hogs = await _hog(dsn, free, server)
+    events: list[Event] = []
+    try:
+        with anyio.fail_after(DEADLOCK_GUARD):
+            async with Engine(dsn, folder, load_entry_points=False, on_event=events.append,
+                              **engine_options) as engine:
+                concurrency = engine.concurrency
+                report = await engine.migrate("tenants")
+    finally:
+        await _close(hogs)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert report.ok, (notices, report.failed[:1])
+    versions = tenant_versions(folder)
+    assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+    return notices, concurrency
+
+
 async def test_few_free_slots_lowers_concurrency_and_completes(
     private_server: PrivateServer, private_dsn: str, tmp_path: Path
 ) -> None:
     folder = tracked_migrations(tmp_path / "m", 2)
     async with _role_database(private_server, private_dsn) as dsn:
-        await build_fleet(dsn, folder, 30)
-        hogs = await _hog(dsn, 3, private_server)
-        events: list[Event] = []
-        try:
-            with anyio.fail_after(DEADLOCK_GUARD):
-                async with Engine(dsn, folder, concurrency=8, load_entry_points=False,
-                                  on_event=events.append) as engine:
-                    report = await engine.migrate("tenants")
-        finally:
-            await _close(hogs)
-        assert report.ok, ([e for e in events if isinstance(e, Notice)], report.failed[:1])
-        notices = [e.message for e in events if isinstance(e, Notice)]
-        assert any("instead of 8" in n and "free slots" in n for n in notices), notices
-        versions = tenant_versions(folder)
-        assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
+        notices, _ = await _migrate_short_of_slots(dsn, folder, 3, private_server,
+                                                   concurrency=8)
+    assert any("instead of 8" in n and "free slots" in n for n in notices), notices
 
 
 async def test_default_concurrency_is_sized_to_the_server(
@@ -133,22 +144,10 @@ async def test_default_concurrency_is_sized_to_the_server(
         assert (engine.concurrency, engine.pool_size) == (AUTO_CONCURRENCY,
                                                           AUTO_CONCURRENCY + 1)
     async with _role_database(private_server, private_dsn) as role_dsn:
-        await build_fleet(role_dsn, folder, 30)
         # 7 slots free: the engine's first connection takes one, and half the rest is 3
-        hogs = await _hog(role_dsn, 7, private_server)
-        events: list[Event] = []
-        try:
-            with anyio.fail_after(DEADLOCK_GUARD):
-                async with Engine(role_dsn, folder, load_entry_points=False,
-                                  on_event=events.append) as engine:
-                    assert engine.concurrency == 3
-                    report = await engine.migrate("tenants")
-        finally:
-            await _close(hogs)
-        assert report.ok, report.failed[:1]
-        assert not [e for e in events if isinstance(e, Notice)]
-        versions = tenant_versions(folder)
-        assert (await check_fleet(role_dsn, versions)).complete(len(versions)) == 30
+        notices, concurrency = await _migrate_short_of_slots(role_dsn, folder, 7,
+                                                             private_server)
+    assert (concurrency, notices) == (3, [])
 
 
 async def test_slots_taken_mid_rollout_are_retried_then_reported(
