@@ -12,7 +12,7 @@ import asyncpg
 
 from archify_core.engine import AUTO_CONCURRENCY
 
-from .scenarios import Result
+from .scenarios import WIDE_FLOOR, Result
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 
@@ -41,6 +41,20 @@ def results_table(results: Sequence[Result]) -> list[str]:
         lines.append(
             f"| {r.scenario} | {r.n:,} | {_s(a)} | {_s(seq)} | {_s(fl)} | {_x(a / fl)} "
             f"| {_x(seq / a)} | {_s(r.median('cli'))} | {rss:.0f} |")
+    return lines
+
+
+def wide_floor_table(results: Sequence[Result]) -> list[str]:
+    rows = [r for r in results if WIDE_FLOOR in r.times]
+    if not rows:
+        return []
+    lines = [f"| scenario | N | archify (s) | floor, 2 or 8 connections (s) | floor, "
+             f"{WIDE_FLOOR.removeprefix('floor-')} connections (s) | archify / that floor |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        a, wide = r.median("archify"), r.median(WIDE_FLOOR)
+        lines.append(f"| {r.scenario} | {r.n:,} | {_s(a)} | {_s(r.floor())} | {_s(wide)} "
+                     f"| {_x(a / wide)} |")
     return lines
 
 
@@ -165,7 +179,8 @@ def render(results: Sequence[Result], *, machine_line: str, command: str, repeat
              f"Command: `{command}` — {repeats} repeats, medians; {link}; "
              f"whole run {wall_s / 60:.1f} min.", ""]
     parts += results_table(results) + [""]
-    for table in (create_table(results), concurrency_table(results)):
+    for table in (wide_floor_table(results), create_table(results),
+                  concurrency_table(results)):
         if table:
             parts += table + [""]
     checks = targets(results, latency_ms)
