@@ -26,7 +26,7 @@ import asyncpg
 from archify_core.event_loop import run_async
 
 from . import report, server
-from .fleet import SCENARIOS, build_fleet, load
+from .fleet import SCENARIOS, build_fleet, load, settle
 from .scenarios import Context, Result, run_create_tenant, run_migrating, run_status
 
 DEFAULT_SCENARIOS = ["rollout", "bootstrap", "noop", "status", "create-tenant"]
@@ -140,6 +140,8 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
     if deferred:
         s = SCENARIOS["create-tenant"]
         started = time.perf_counter()
+        for n, db in deferred.items():  # the databases just dropped left their files to
+            await settle(server.database_dsn(admin_dsn, db), n)  # unlink and a checkpoint due
         results += await run_create_tenant(ctx, s, deferred, load(s, root))
         ctx.log(f"create-tenant N={', '.join(map(str, deferred))} done in "
                 f"{time.perf_counter() - started:.1f} s")
