@@ -35,10 +35,9 @@ from types import MappingProxyType
 import asyncpg
 
 from .migration import Migration
-from .quoting import LEDGER_TABLE, ledger_name, quote_literal
+from .quoting import LEDGER_TABLE, REGISTRY_TABLE, ledger_name, quote_literal
 
 DIGEST_TABLE = "public.archify_ledger_digest"
-REGISTRY = "public.tenants"
 HASH_FUNCTION = "public.archify_ledger_row_hash"
 SYNC_FUNCTION = "public.archify_ledger_digest_sync"
 ROW_TRIGGER = "archify_ledger_digest"
@@ -108,7 +107,7 @@ def _trusted_owner(owner: str) -> str:
     return (
         "coalesce((SELECT t.rolname = current_user OR t.rolsuper"
         " OR t.oid = (SELECT datdba FROM pg_database WHERE datname = current_database())"
-        f" OR t.oid = (SELECT relowner FROM pg_class WHERE oid = to_regclass('{REGISTRY}'))"
+        f" OR t.oid = (SELECT relowner FROM pg_class WHERE oid = to_regclass('{REGISTRY_TABLE}'))"
         f" FROM pg_roles t WHERE t.oid = {owner}), false)"
     )
 

@@ -50,6 +50,16 @@ class _Retry(Exception):
         self.reason = reason
 
 
+LOST = "connection lost: "
+
+
+def _retry(cause: BaseException, prefix: str = "") -> _Retry:
+    """A failed attempt worth another, for the reason `cause` gives."""
+    retry = _Retry(prefix + _describe(cause))
+    retry.__cause__ = cause
+    return retry
+
+
 class Lease:
     """A worker's connection, kept for its next steps and schemas (a pool acquire and
     release per migration is a good part of the client's CPU at fleet scale), replaced
@@ -287,12 +297,10 @@ async def apply_batch(
         run, step = batch[committed]
         if error is not None and step.done_already(error):
             await run.settle_step(None)
-        elif lost is not None or (error is not None and error.sqlstate in RETRYABLE_SQLSTATES):
-            cause = lost if lost is not None else error
-            prefix = "connection lost: " if lost is not None else ""
-            retry = _Retry(prefix + _describe(cause))
-            retry.__cause__ = cause
-            await run.run_rest(lease, retry)  # the batch was its first attempt
+        elif lost is not None:
+            await run.run_rest(lease, _retry(lost, LOST))  # the batch was its first attempt
+        elif error is not None and error.sqlstate in RETRYABLE_SQLSTATES:
+            await run.run_rest(lease, _retry(error))
         else:
             await run.fail(error, step.migration)
     failures = sum(run.failed for run in runs)
@@ -353,14 +361,14 @@ async def _apply_once(lease: Lease, step: Step) -> AppliedMigration | None:
             except asyncpg.PostgresError as exc:
                 await _rollback(conn)
                 if exc.sqlstate in RETRYABLE_SQLSTATES and step.retryable:
-                    raise _Retry(_describe(exc)) from exc
+                    raise _retry(exc) from exc
                 raise
     except asyncpg.TooManyConnectionsError as exc:  # another client took the slots meanwhile
-        raise _Retry(f"no free connection slot: {_describe(exc)}") from exc
+        raise _retry(exc, "no free connection slot: ") from exc
     except CONNECTION_ERRORS as exc:
         if not step.retryable:
             raise
-        raise _Retry(f"connection lost: {_describe(exc)}") from exc
+        raise _retry(exc, LOST) from exc
     return AppliedMigration(step.migration.version, (time.perf_counter() - started) * 1000)
 
 

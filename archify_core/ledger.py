@@ -22,6 +22,7 @@ from . import digest
 from .errors import RegistryMissingError, sole_error
 from .migration import Scope
 from .planning import PUBLIC_SCHEMA, LedgerShape, SchemaState
+from .quoting import REGISTRY_TABLE
 from .sql import LEDGER_TABLE, quote_ident
 from .tenants import SCHEMA_PREFIX, registry_problem
 
@@ -103,14 +104,14 @@ def _shape(row: Mapping[str, bool]) -> LedgerShape:
 
 
 async def registry_exists(conn: asyncpg.Connection) -> bool:
-    return await conn.fetchval("SELECT to_regclass('public.tenants') IS NOT NULL")
+    return await conn.fetchval(f"SELECT to_regclass('{REGISTRY_TABLE}') IS NOT NULL")
 
 
 async def registry_columns(conn: asyncpg.Connection) -> set[str]:
     """The column names of public.tenants (registries adopted from older tools vary)."""
     return set(await conn.fetchval(
         "SELECT array_agg(attname::text) FROM pg_attribute"
-        " WHERE attrelid = 'public.tenants'::regclass AND attnum > 0 AND NOT attisdropped"
+        f" WHERE attrelid = '{REGISTRY_TABLE}'::regclass AND attnum > 0 AND NOT attisdropped"
     ))
 
 
@@ -118,7 +119,7 @@ async def registry_columns(conn: asyncpg.Connection) -> set[str]:
 # (NULL when there is no registry) and whether the digest may be read.
 _FLEET_SHAPE = f"""
 SELECT (SELECT array_agg(attname::text) FROM pg_attribute
-        WHERE attrelid = to_regclass('public.tenants') AND attnum > 0 AND NOT attisdropped)
+        WHERE attrelid = to_regclass('{REGISTRY_TABLE}') AND attnum > 0 AND NOT attisdropped)
            AS registry_columns,
        {digest.READABLE} AS digest_readable
 """

@@ -51,6 +51,10 @@ class Migration:
     def is_python(self) -> bool:
         return self.upgrade_py is not None
 
+    def sql(self, up: bool) -> str | None:
+        """The direction's SQL: empty for a Python upgrade, None for no SQL downgrade."""
+        return self.upgrade_sql if up else self.downgrade_sql
+
     def python_step(self, up: bool) -> PythonStep | None:
         """The direction's Python function, if it has one: an upgrade in SQL may have a
         Python downgrade, and back."""

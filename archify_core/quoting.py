@@ -1,4 +1,4 @@
-"""Identifier and literal quoting, and the ledger's name. Pure.
+"""Identifier and literal quoting, and the ledger's and the registry's names. Pure.
 
 No identifier reaches SQL unquoted and no input string is interpolated except
 through quote_ident / quote_literal.
@@ -7,6 +7,7 @@ through quote_ident / quote_literal.
 from __future__ import annotations
 
 LEDGER_TABLE = "schema_migrations"
+REGISTRY_TABLE = "public.tenants"
 
 
 def quote_ident(name: str) -> str:

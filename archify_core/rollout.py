@@ -30,7 +30,7 @@ BATCH_BYTES = 64 * 1024
 
 def _sql_size(plan: SchemaPlan) -> int:
     up = plan.direction is Direction.UP
-    return sum(len((m.upgrade_sql if up else m.downgrade_sql) or "") for m in plan.pending)
+    return sum(len(m.sql(up) or "") for m in plan.pending)
 
 
 @dataclass(slots=True)

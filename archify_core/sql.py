@@ -114,8 +114,7 @@ def upgrade_script(
     return _step_script(
         schema,
         ledger_setup
-        + record_sql(schema, migration, digest=digest)
-        + writes_done(digest)
+        + ledger_write_sql(schema, migration, up=True, digest=digest)
         + f"{migration.upgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.upgrade_sql)
         + before_commit,
@@ -144,8 +143,7 @@ def downgrade_script(
         schema,
         ledger_setup
         + guard_sql(schema, migration.version)
-        + unrecord_sql(schema, migration, digest=digest)
-        + writes_done(digest)
+        + ledger_write_sql(schema, migration, up=False, digest=digest)
         + f"{migration.downgrade_sql.rstrip()}\n;\n"
         + session_reset(migration.downgrade_sql)
         + before_commit,
@@ -174,6 +172,13 @@ def record_sql(schema: str, migration: Migration, *, digest: bool = False) -> st
 def writes_done(digest: bool) -> str:
     """After archify's own ledger writes (digest.writer_done)."""
     return digest_sql.writer_done() if digest else ""
+
+
+def ledger_write_sql(schema: str, migration: Migration, *, up: bool, digest: bool) -> str:
+    """A step's ledger write: the row recorded (upgrade) or deleted (downgrade), with its
+    digest when `digest`, and the end of archify's writer mark."""
+    write = record_sql if up else unrecord_sql
+    return write(schema, migration, digest=digest) + writes_done(digest)
 
 
 def is_recorded_already(exc: BaseException, schema: str, version: str) -> bool:

@@ -32,15 +32,13 @@ from .sql import (
     is_guard_stop,
     is_recorded_already,
     ledger_name,
+    ledger_write_sql,
     lock_key,
     millis,
     quote_ident,
-    record_sql,
     split_statements,
     transaction_prelude,
-    unrecord_sql,
     upgrade_script,
-    writes_done,
 )
 
 
@@ -121,7 +119,7 @@ class Step:
         return True
 
     async def _outside_transaction(self, conn: asyncpg.Connection) -> bool:
-        sql = self.migration.upgrade_sql if self.up else self.migration.downgrade_sql
+        sql = self.migration.sql(self.up)
         assert sql is not None
         key = lock_key(self.schema)
         await conn.execute(f"SET lock_timeout = {millis(self.options.runner_wait)}; "
@@ -164,9 +162,7 @@ class Step:
         return prelude + guard_sql(self.schema, self.migration.version) + self._ledger_write()
 
     def _ledger_write(self) -> str:
-        write = record_sql if self.up else unrecord_sql
-        return (write(self.schema, self.migration, digest=self.digest)
-                + writes_done(self.digest))
+        return ledger_write_sql(self.schema, self.migration, up=self.up, digest=self.digest)
 
 
 def one_sql_transaction(migration: Migration, direction: Direction) -> bool:
