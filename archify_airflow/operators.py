@@ -48,6 +48,25 @@ MAX_LOGGED_SCHEMAS = 200  # status lines per task log; the XCom has the counts
 NOT_RETRYABLE = (ConfigurationError, TenantNotFoundError, MigrationSetError, InvalidSlugError)
 
 
+def _given(value: object) -> str | None:
+    """A templated parameter as given, or None when empty (a rendered None counts as
+    empty: Jinja renders it as the string "None")."""
+    text = "" if value is None else str(value).strip()
+    return None if text in ("", "None") else text
+
+
+def _whole_number(value: object, name: str) -> int | None:
+    """A templated whole-number parameter, None when empty; other text fails the task
+    without retries (no retry fixes a typo)."""
+    given = _given(value)
+    if given is None:
+        return None
+    try:
+        return int(given)
+    except ValueError:
+        raise AirflowFailException(f"{name} must be a whole number, not {given!r}") from None
+
+
 class ArchifyRolloutFailed(AirflowException):
     """Some schemas failed; the others were migrated. A retry redoes only what is pending."""
 
@@ -83,16 +102,12 @@ class ArchifyBaseOperator(BaseOperator):
         return ArchifyHook(archify_conn_id=self.archify_conn_id)
 
     def migrations_path(self) -> str:
-        """Resolved on the worker, where the files must be (a rendered None counts as empty)."""
-        given = "" if self.migrations is None else str(self.migrations).strip()
-        if given in ("", "None"):
-            return os.environ.get(MIGRATIONS_ENV) or "migrations"
-        return given
+        """Resolved on the worker, where the files must be."""
+        return _given(self.migrations) or os.environ.get(MIGRATIONS_ENV) or "migrations"
 
     def concurrency_setting(self) -> int | None:
         """The rendered concurrency; None (the engine sizes it) when empty."""
-        given = "" if self.concurrency is None else str(self.concurrency).strip()
-        return None if given in ("", "None") else int(given)
+        return _whole_number(self.concurrency, "concurrency")
 
     def engine(self) -> Engine:
         return self.hook.get_engine(
@@ -177,8 +192,8 @@ class ArchifyRolloutOperator(ArchifyBaseOperator):
 
     def rollout_options(self) -> dict[str, Any]:
         """``max_failures`` and ``dry_run`` for ``engine.migrate`` / ``engine.rollback``."""
-        max_failures = None if self.max_failures in (None, "") else int(self.max_failures)
-        return {"max_failures": max_failures, "dry_run": as_bool(self.dry_run)}
+        return {"max_failures": _whole_number(self.max_failures, "max_failures"),
+                "dry_run": as_bool(self.dry_run)}
 
 
 class ArchifyMigrateOperator(ArchifyRolloutOperator):

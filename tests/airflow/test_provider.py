@@ -180,7 +180,15 @@ def test_configuration_errors_fail_the_task_without_retries(
         everything.execute({})
     assert tenant_ledger(archify_conn, "tenant_a1") == []
 
-    ArchifyMigrateOperator(task_id="ok", tenants="a1", max_failures="1").execute({})
+    for bad in ({"concurrency": "many"}, {"max_failures": "2x"}):
+        name = next(iter(bad))
+        with pytest.raises(AirflowFailException, match=f"{name} must be a whole number"):
+            ArchifyMigrateOperator(task_id="bad", tenants="a1", **bad).execute({})
+    assert tenant_ledger(archify_conn, "tenant_a1") == []
+
+    # a rendered empty param ("None") is the default: the engine sizes the concurrency
+    ArchifyMigrateOperator(task_id="ok", tenants="a1", max_failures="None",
+                           concurrency="None").execute({})
     assert tenant_ledger(archify_conn, "tenant_a1")[-1] == "005_add_audit_logs"
 
 
