@@ -109,7 +109,7 @@ async def run_migrating(ctx: Context, scenario: Scenario, n: int, db: str,
     runs: dict[str, Run] = {}
     for c in ctx.concurrencies:
         async def api(dsn: str, c: int | None = c) -> tools.Measured:
-            return tools.archify_api(dsn, mdir, "migrate", concurrency=c)
+            return await tools.archify_api(dsn, mdir, "migrate", concurrency=c)
         runs[archify_tool(c)] = api
 
     async def seq(dsn: str) -> tools.Measured:
@@ -124,7 +124,7 @@ async def run_migrating(ctx: Context, scenario: Scenario, n: int, db: str,
     await _timed_runs(ctx, scenario, n, db, migrations, runs, result, bool(pending))
     if cli:
         async def end_to_end(dsn: str) -> tools.Measured:
-            return tools.archify_cli(dsn, mdir, ["tenants", "--quiet"])
+            return await tools.archify_cli(dsn, mdir, ["tenants", "--quiet"])
         saved, ctx.repeats = ctx.repeats, 1
         await _timed_runs(ctx, scenario, n, db, migrations, {"cli": end_to_end}, result,
                           bool(pending))
@@ -138,7 +138,7 @@ async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
     mdir = scenario.migrations_dir(ctx.root)
 
     async def api(dsn: str) -> tools.Measured:
-        return tools.archify_api(dsn, mdir, "status", count=n)  # every tenant, none pending
+        return await tools.archify_api(dsn, mdir, "status", count=n)  # every tenant, none pending
 
     async def seq(dsn: str) -> tools.Measured:
         return await tools.sequential(dsn, migrations)  # nothing pending: reads every ledger
@@ -146,7 +146,7 @@ async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
     runs: dict[str, Run] = {"archify": api, "sequential": seq}
     if cli:
         async def end_to_end(dsn: str) -> tools.Measured:
-            return tools.archify_cli(dsn, mdir, ["status", "--json"])
+            return await tools.archify_cli(dsn, mdir, ["status", "--json"])
         runs["cli"] = end_to_end
     result = Result(scenario.name, n)
     await _timed_runs(ctx, scenario, n, db, migrations, runs, result, False)
@@ -177,7 +177,7 @@ async def run_create_tenant(ctx: Context, scenario: Scenario, fleets: dict[int, 
                        for slug in slugs["hand"]]
             for tool in (("archify", "hand") if r % 2 == 0 else ("hand", "archify")):
                 if tool == "archify":
-                    result.add("archify", tools.archify_api(
+                    result.add("archify", await tools.archify_api(
                         dsn, mdir, "create", count=CREATE_COUNT, prefix=f"bench_a{r}_"))
                 else:
                     result.add("by-hand", await tools.create_by_hand(dsn, scripts))

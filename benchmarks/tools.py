@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,14 +34,14 @@ class Measured:
     samples: list[float] = field(default_factory=list)
 
 
-def _run_child(argv: list[str]) -> tuple[str, float, float]:
-    """Run a child to completion: (stdout, wall seconds, the child's own peak RSS in MB,
-    which it writes at exit, see peak_rss)."""
+async def _run_child(argv: list[str]) -> tuple[str, float, float]:
+    """Run a child to completion, without blocking the event loop: (stdout, wall seconds,
+    the child's own peak RSS in MB, which it writes at exit, see peak_rss)."""
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp) / "rss"
         env = {**os.environ, ENV: str(rss_file)}
         started = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, cwd=ROOT, env=env, check=False)
+        proc = await anyio.run_process(argv, cwd=ROOT, env=env, check=False)
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[1:6])} exited with {proc.returncode}: "
@@ -51,10 +50,11 @@ def _run_child(argv: list[str]) -> tuple[str, float, float]:
         return proc.stdout.decode(), seconds, rss
 
 
-def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int | None = None,
-                count: int = 0, prefix: str = "bench_new_") -> Measured:
+async def archify_api(dsn: str, migrations: Path, work: str, *,
+                      concurrency: int | None = None, count: int = 0,
+                      prefix: str = "bench_new_") -> Measured:
     """`concurrency` None: the engine's own (sized to the server)."""
-    out, _, rss = _run_child([
+    out, _, rss = await _run_child([
         sys.executable, "-m", "benchmarks.archify_runner", "--dsn", dsn,
         "--migrations", str(migrations), "--work", work,
         *(["--concurrency", str(concurrency)] if concurrency is not None else []),
@@ -66,9 +66,9 @@ def archify_api(dsn: str, migrations: Path, work: str, *, concurrency: int | Non
     return Measured(result["seconds"], rss, result["samples"])
 
 
-def archify_cli(dsn: str, migrations: Path, command: list[str]) -> Measured:
+async def archify_cli(dsn: str, migrations: Path, command: list[str]) -> Measured:
     """`archify --dsn DSN --migrations DIR <command>` end to end, interpreter start included."""
-    _, seconds, rss = _run_child([sys.executable, "-m", "benchmarks.cli_rss", "--dsn", dsn,
+    _, seconds, rss = await _run_child([sys.executable, "-m", "benchmarks.cli_rss", "--dsn", dsn,
                                   "--migrations", str(migrations), *command])
     return Measured(seconds, rss)
 
