@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 import asyncpg
 
+from .ledger_reads import read_ledgers
 from .migration import Migration
 from .quoting import LEDGER_TABLE, REGISTRY_TABLE, ledger_name, quote_literal
 
@@ -202,18 +203,21 @@ async def tracked(conn: asyncpg.Connection) -> set[str]:
 async def stale(conn: asyncpg.Connection) -> list[str]:
     """The schemas whose digest row disagrees with what their ledger holds: written with
     the triggers skipped (session_replication_role = replica, a disabled trigger) or the
-    row edited by hand. Reads every such ledger; `archify validate` reports them."""
+    row edited by hand. Reads every such ledger; `archify validate` reports them. A
+    tenant dropped while it reads is left out (nothing of it is left to disagree)."""
     if not await conn.fetchval(f"SELECT {READABLE}"):
         return []
     digests = await conn.fetch(_DIGESTS_AND_LEDGERS)
     found = []
     for start in range(0, len(digests), CHECK_BATCH):
-        part = digests[start:start + CHECK_BATCH]
-        query = "\nUNION ALL\n".join(
-            f"SELECT {i} AS i, coalesce(bit_xor({row_hash_sql('version', 'checksum')}), 0),"
-            f" count(*)::int FROM {ledger_name(d['schema_name'])}" for i, d in enumerate(part))
-        found += [part[r[0]]["schema_name"] for r in await conn.fetch(query)
-                  if (r[1], r[2]) != (part[r[0]]["fingerprint"], part[r[0]]["applied"])]
+        part = dict(enumerate(digests[start:start + CHECK_BATCH]))
+        rows, _ = await read_ledgers(
+            conn, {i: d["schema_name"] for i, d in part.items()},
+            lambda keys, part=part: "\nUNION ALL\n".join(
+                f"SELECT {i} AS i, coalesce(bit_xor({row_hash_sql('version', 'checksum')}), 0),"
+                f" count(*)::int FROM {ledger_name(part[i]['schema_name'])}" for i in keys))
+        found += [part[i]["schema_name"] for i, fingerprint, applied in rows
+                  if (fingerprint, applied) != (part[i]["fingerprint"], part[i]["applied"])]
     return sorted(found)
 
 

@@ -20,6 +20,7 @@ import asyncpg
 
 from . import digest
 from .errors import RegistryMissingError, sole_error
+from .ledger_reads import Queryable, read_ledgers
 from .migration import Scope
 from .planning import PUBLIC_SCHEMA, LedgerShape, SchemaState
 from .quoting import REGISTRY_TABLE
@@ -37,7 +38,6 @@ FIRST_BATCH = 32
 # (docs/performance.md).
 LEDGER_READERS = 4
 
-Queryable = asyncpg.Connection | asyncpg.Pool  # both have fetch/fetchval/fetchrow
 
 # Whether a ledger's versions are unique (the guide's primary key, or the index archify
 # adds when adopting a ledger): the ledger row written first stops a second runner only
@@ -210,24 +210,15 @@ async def with_applied(
     as missing, and the others are read again, instead of the whole read failing.
     """
     states = list(states)
-    readable = [
-        (i, s) for i, s in enumerate(states)
+    readable = {
+        i: s.schema for i, s in enumerate(states)
         if s.ledger is not LedgerShape.MISSING and s.problem is None and not s.from_digest
-    ]
-    applied: dict[int, dict[str, str | None]] = {i: {} for i, _ in readable}
-    rows: list[asyncpg.Record] = []
-    while readable:
-        try:
-            rows = await conn.fetch(_ledgers_query(readable))
-            break
-        except asyncpg.UndefinedTableError:
-            gone = await _gone(conn, readable)
-            if not gone:  # not a vanished ledger: the error is the answer
-                raise
-            for i, exists in gone.items():
-                states[i] = replace(states[i], exists=exists, ledger=LedgerShape.MISSING)
-                del applied[i]
-            readable = [(i, s) for i, s in readable if i not in gone]  # shorter each time
+    }
+    rows, gone = await read_ledgers(
+        conn, readable, lambda keys: _ledgers_query([(i, states[i]) for i in keys]))
+    for i, exists in gone.items():
+        states[i] = replace(states[i], exists=exists, ledger=LedgerShape.MISSING)
+    applied: dict[int, dict[str, str | None]] = {i: {} for i in readable if i not in gone}
     # Every tenant holds the same few versions and checksums: share one string
     # object per value instead of one per row (~2 MB less at 10,000 tenants).
     for row in rows:
@@ -247,17 +238,6 @@ def _ledgers_query(readable: Sequence[tuple[int, SchemaState]]) -> str:
         f"FROM {quote_ident(s.schema)}.{LEDGER_TABLE}"
         for i, s in readable
     )
-
-
-async def _gone(conn: Queryable, readable: Sequence[tuple[int, SchemaState]]) -> dict[int, bool]:
-    """Of these states, those whose ledger no longer exists: index -> whether the schema
-    itself still does."""
-    rows = await conn.fetch(
-        "SELECT u.i, to_regnamespace(quote_ident(u.schema)) IS NOT NULL AS exists"
-        " FROM unnest($1::int[], $2::text[]) AS u(i, schema)"
-        f" WHERE to_regclass(quote_ident(u.schema) || '.{LEDGER_TABLE}') IS NULL",
-        [i for i, _ in readable], [s.schema for _, s in readable])
-    return {row["i"]: row["exists"] for row in rows}
 
 
 def _waves(

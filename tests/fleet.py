@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+import anyio
 import asyncpg
 
 from archify_core import Engine, digest
@@ -137,3 +138,14 @@ async def on_every_pooled_connection(engine: Engine, query: str) -> list[object]
     finally:
         for conn in connections:
             await engine.pool.release(conn)
+
+
+async def waiting_on_a_lock(conn: asyncpg.Connection, pid: int, seconds: float = 10) -> None:
+    """Return once backend `pid` waits on a lock (polled through `conn`); fail after
+    `seconds`."""
+    for _ in range(int(seconds / 0.01)):
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                               " WHERE pid = $1", pid):
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"backend {pid} did not wait on a lock within {seconds} s")

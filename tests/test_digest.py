@@ -20,6 +20,7 @@ from tests.fleet import (
     migrated_fleet,
     register_tenants,
     stale_digests,
+    waiting_on_a_lock,
 )
 
 TENANT = ["002_create_tenant_tables", "003_add_user_avatar", "005_add_audit_logs"]
@@ -467,3 +468,32 @@ async def test_digest_functions_from_another_version_are_set_up_again(
     async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
         assert (await engine.migrate("all")).ok  # nothing pending, but a run that writes
     assert await fetchval(dsn, mark) == digest.SETUP_MARK
+
+
+async def test_a_tenant_dropped_while_validate_reads_its_ledger_is_left_out(
+    dsn: str, migrations_dir: Path
+) -> None:
+    """validate lists the tracked ledgers, then reads them: a tenant dropped in between
+    (its DROP waited on, committed while the read waits for its lock) is left out, and
+    the other ledgers are still checked, instead of the check failing with 42P01."""
+    await migrated_fleet(dsn, migrations_dir, ["acme", "corp", "dora"])
+    await execute(dsn, "UPDATE public.archify_ledger_digest SET applied = 99"
+                       " WHERE schema_name = 'tenant_dora'")  # a digest that disagrees
+    dropper, checker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await dropper.execute("BEGIN; DROP SCHEMA tenant_acme CASCADE")
+        pid = await checker.fetchval("SELECT pg_backend_pid()")
+        async with anyio.create_task_group() as tg:
+            found: list[str] = []
+
+            async def check() -> None:
+                found.extend(await digest.stale(checker))
+
+            tg.start_soon(check)
+            await waiting_on_a_lock(dropper, pid)
+            await dropper.execute("COMMIT")
+    finally:
+        await dropper.close()
+        await checker.close()
+    assert found == ["tenant_dora"]
+    assert await fetchval(dsn, "SELECT to_regnamespace('tenant_acme')") is None
