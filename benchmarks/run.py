@@ -119,7 +119,7 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
         args.rtt = (direct, proxied)
     deferred: dict[int, str] = {}  # n -> its fleet for create-tenant, run last for every n
     # Fleets are dropped only after create-tenant: dropping a database of 10,000 tenants
-    # (~300,000 files) makes every file the server opens in another big database slower
+    # (~270,000 files) makes every file the server opens in another big database slower
     # for minutes (openat 6 -> 96 us, in the kernel), which create-tenant at N=10,000
     # would measure (docs/performance.md).
     spent: set[str] = set()
