@@ -31,6 +31,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import asyncpg
 
@@ -136,7 +137,9 @@ WRITABLE = " AND ".join([
 # digest, reading every ledger as before.
 MIN_SERVER_VERSION = 140000
 
-_READY = f"""
+# Whether the digest is set up (this archify version's functions), this role may keep it,
+# and who owns a table archify must not trust: one row, which prepare() reads.
+READY = f"""
 SELECT current_setting('server_version_num')::int AS server_version,
        to_regclass('{DIGEST_TABLE}') IS NOT NULL
        AND to_regprocedure('{SYNC_FUNCTION}()') IS NOT NULL
@@ -150,14 +153,17 @@ SELECT current_setting('server_version_num')::int AS server_version,
 """
 
 
-async def prepare(conn: asyncpg.Connection, warn: Callable[[str], None] | None = None) -> bool:
+async def prepare(conn: asyncpg.Connection, warn: Callable[[str], None] | None = None, *,
+                  state: Mapping[str, Any] | None = None) -> bool:
     """Create the digest table and its functions if they are missing and this role may;
     return whether this role keeps digests itself (may write the table, and trusts its
     owner: TRUSTED). When it may not, archify writes ledgers as before: the trigger
     keeps tracked ledgers' digests, and untracked ledgers stay untracked (read
     directly). Before PostgreSQL 14 there is no digest at all. `warn` is told when a
-    digest table of another role is ignored."""
-    state = await conn.fetchrow(_READY)
+    digest table of another role is ignored. `state`: the READY row, when the caller
+    asked for it with something else in the same round trip."""
+    if state is None:
+        state = await conn.fetchrow(READY)
     if state["server_version"] < MIN_SERVER_VERSION:
         return False
     if state["foreign_owner"] is not None and warn is not None:
@@ -171,7 +177,7 @@ async def prepare(conn: asyncpg.Connection, warn: Callable[[str], None] | None =
                 await conn.execute(SETUP_SQL)
         except asyncpg.InsufficientPrivilegeError:
             return False
-        state = await conn.fetchrow(_READY)
+        state = await conn.fetchrow(READY)
     return bool(state["writable"])
 
 

@@ -103,24 +103,22 @@ def _shape(row: Mapping[str, bool]) -> LedgerShape:
     return LedgerShape.CURRENT if current else LedgerShape.GUIDE
 
 
-async def registry_exists(conn: asyncpg.Connection) -> bool:
-    return await conn.fetchval(f"SELECT to_regclass('{REGISTRY_TABLE}') IS NOT NULL")
+# The column names of public.tenants (registries adopted from older tools vary), NULL when
+# there is no registry yet: a select-list expression, asked with whatever else a caller needs.
+REGISTRY_COLUMNS = f"""(SELECT array_agg(attname::text) FROM pg_attribute
+        WHERE attrelid = to_regclass('{REGISTRY_TABLE}') AND attnum > 0 AND NOT attisdropped)"""
 
 
-async def registry_columns(conn: asyncpg.Connection) -> set[str]:
-    """The column names of public.tenants (registries adopted from older tools vary)."""
-    return set(await conn.fetchval(
-        "SELECT array_agg(attname::text) FROM pg_attribute"
-        f" WHERE attrelid = '{REGISTRY_TABLE}'::regclass AND attnum > 0 AND NOT attisdropped"
-    ))
+async def registry_columns(conn: asyncpg.Connection) -> set[str] | None:
+    """The column names of public.tenants; None when there is no registry."""
+    columns = await conn.fetchval(f"SELECT {REGISTRY_COLUMNS}")
+    return None if columns is None else set(columns)
 
 
 # What the fleet's catalog query depends on, in one round trip: the registry's columns
 # (NULL when there is no registry) and whether the digest may be read.
 _FLEET_SHAPE = f"""
-SELECT (SELECT array_agg(attname::text) FROM pg_attribute
-        WHERE attrelid = to_regclass('{REGISTRY_TABLE}') AND attnum > 0 AND NOT attisdropped)
-           AS registry_columns,
+SELECT {REGISTRY_COLUMNS} AS registry_columns,
        {digest.READABLE} AS digest_readable
 """
 

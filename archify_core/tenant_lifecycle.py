@@ -15,6 +15,7 @@ import pluggy
 
 from . import digest, ledger
 from .errors import (
+    ConfigurationError,
     RegistryMissingError,
     TenantCreationError,
     TenantExistsError,
@@ -23,6 +24,7 @@ from .errors import (
 from .execution import ExecutionOptions
 from .migration import MigrationSet, Scope
 from .plugins import call_hook
+from .quoting import REGISTRY_TABLE
 from .sql import (
     CreationChunk,
     creation_chunks,
@@ -31,6 +33,13 @@ from .sql import (
     transaction_prelude,
 )
 from .tenants import schema_for
+
+# What creating a tenant depends on, in one round trip: the registry's columns (NULL
+# when there is none) and the digest's state (digest.prepare).
+_CREATION_SHAPE = f"SELECT {ledger.REGISTRY_COLUMNS} AS registry_columns, ready.*" \
+                  f" FROM ({digest.READY}) ready"
+# The registry's columns a tenant's row fills, where the registry has them.
+REGISTRY_COLUMNS = ("slug", "name", "schema_name")
 
 
 async def create_tenant(
@@ -44,12 +53,17 @@ async def create_tenant(
     migrate: bool,
     options: ExecutionOptions,
 ) -> ledger.Tenant:
+    """Five round trips when every migration is SQL and the seed hook sends nothing (a
+    sign-up waits for each on a remote server): the registry's and the digest's state;
+    BEGIN; the schema, its ledger and every migration; the registry row; COMMIT."""
     schema = schema_for(slug)
     name = name or slug
-    if not await ledger.registry_exists(conn):
+    shape = await conn.fetchrow(_CREATION_SHAPE)
+    if shape["registry_columns"] is None:
         raise RegistryMissingError()
-    options = replace(options, digest=await digest.prepare(conn))
+    options = replace(options, digest=await digest.prepare(conn, state=shape))
     chunks = creation_sql(migrations, slug, migrate=migrate, options=options)
+    register = registration_sql(slug, name, set(shape["registry_columns"]))
     step = "creating the schema"
     try:
         async with conn.transaction():
@@ -61,7 +75,10 @@ async def create_tenant(
                 await call_hook(pm, "archify_seed_admin", conn=conn, slug=slug, schema=schema,
                                 name=name, admin_email=admin_email)
             step = "registering it in public.tenants"
-            await _register(conn, slug, name, schema)
+            # what the migrations or the seed hook SET for the session (a plain SET,
+            # set_config(..., false)) must not stay on the pooled connection; a rollback
+            # undoes it by itself
+            await conn.execute(f"{register}RESET ALL;")
     except asyncpg.UniqueViolationError as exc:
         if step.startswith("registering"):
             raise TenantExistsError(
@@ -72,21 +89,30 @@ async def create_tenant(
         raise
     except Exception as exc:
         raise TenantCreationError(slug, step, exc) from exc
-    # what the migrations or the seed hook set for the session (a plain SET,
-    # set_config(..., false)) must not stay on the pooled connection
-    await conn.execute("RESET ALL")
     return ledger.Tenant(slug, schema, name)
 
 
 def creation_sql(
     migrations: MigrationSet, slug: str, *, migrate: bool, options: ExecutionOptions
 ) -> list[CreationChunk]:
-    """What `create_tenant` sends before the seed hook and the registry row: schema,
-    ledger (tracked when `options.digest`) and every tenant migration (pure;
+    """What `create_tenant` sends before the seed hook and the registry row: the schema,
+    its ledger (tracked when `options.digest`) and every tenant migration (pure;
     `--dry-run` prints it)."""
     to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
     return creation_chunks(schema_for(slug), to_apply, digest=options.digest,
                            **options.timeouts)
+
+
+def registration_sql(slug: str, name: str, columns: set[str] | None = None) -> str:
+    """The tenant's row in public.tenants, filling those of REGISTRY_COLUMNS the registry
+    has (`columns`; None: all of them) (pure)."""
+    if "\x00" in name:
+        raise ConfigurationError(f"the name of tenant {slug!r} contains a NUL character, "
+                                 "which PostgreSQL text cannot hold")
+    values = {"slug": slug, "name": name, "schema_name": schema_for(slug)}
+    names = [c for c in REGISTRY_COLUMNS if columns is None or c in columns]
+    return (f"INSERT INTO {REGISTRY_TABLE} ({', '.join(names)}) VALUES "
+            f"({', '.join(quote_literal(values[c]) for c in names)});\n")
 
 
 def drop_sql(slug: str, *, options: ExecutionOptions) -> str:
@@ -114,17 +140,6 @@ async def _run_chunk(conn: asyncpg.Connection, chunk: CreationChunk, slug: str,
         raise TenantCreationError(slug, _failing_step(exc, list(chunk.spans)), exc) from exc
 
 
-async def _register(conn: asyncpg.Connection, slug: str, name: str, schema: str) -> None:
-    columns = await ledger.registry_columns(conn)
-    values = {"slug": slug, "name": name, "schema_name": schema}
-    names = [c for c in values if c in columns]
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
-    await conn.execute(
-        f"INSERT INTO public.tenants ({', '.join(names)}) VALUES ({placeholders})",
-        *(values[c] for c in names),
-    )
-
-
 def _failing_step(exc: asyncpg.PostgresError, spans: list[tuple[int, int, str]]) -> str:
     position = getattr(exc, "position", None)
     if position:
@@ -147,9 +162,10 @@ async def drop_tenant(
     async with conn.transaction():
         await conn.execute(transaction_prelude(schema, **options.timeouts))
         deleted = None
-        if await ledger.registry_exists(conn):
+        columns = await ledger.registry_columns(conn)
+        if columns is not None:
             # registries adopted from older tools may have no name column
-            name = "name::text" if "name" in await ledger.registry_columns(conn) else "NULL"
+            name = "name::text" if "name" in columns else "NULL"
             deleted = await conn.fetchrow(
                 f"DELETE FROM public.tenants WHERE slug = $1 RETURNING {name} AS name", slug)
         exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)

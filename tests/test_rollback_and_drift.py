@@ -124,8 +124,14 @@ async def test_dry_runs_change_nothing_and_show_the_sql(dsn: str, migrations_dir
     assert "→ 006_more" in up.stdout and "CREATE TABLE more" in up.stdout
     assert await fetchval(dsn, "SELECT to_regclass('tenant_acme.more')") is None
 
-    create = archify("create-tenant", "newco", "--dry-run", dsn=dsn, migrations=migrations_dir)
+    create = archify("create-tenant", "newco", "--name", "New'Co", "--dry-run", dsn=dsn,
+                     migrations=migrations_dir)
     assert create.returncode == 0 and 'CREATE SCHEMA "tenant_newco"' in create.stdout
+    registration = ("INSERT INTO public.tenants (slug, name, schema_name) VALUES "
+                    "('newco', 'New''Co', 'tenant_newco');")
+    assert (create.stdout.index("BEGIN;") < create.stdout.index("CREATE SCHEMA")
+            < create.stdout.index("CREATE TABLE more") < create.stdout.index("archify_seed_admin")
+            < create.stdout.index(registration) < create.stdout.index("COMMIT;"))
     drop = archify("drop-tenant", "acme", "--dry-run", dsn=dsn, migrations=migrations_dir)
     assert drop.returncode == 0 and 'DROP SCHEMA "tenant_acme" CASCADE' in drop.stdout
     assert drop.stdout.index("BEGIN;") < drop.stdout.index("DROP SCHEMA") < drop.stdout.index(

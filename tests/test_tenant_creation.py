@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from archify_core import (
+    ConfigurationError,
     Engine,
     InvalidSlugError,
     RegistryMissingError,
@@ -82,6 +83,19 @@ async def test_existing_tenant_and_bad_slugs(dsn: str, migrations_dir: Path) -> 
     assert await fetchval(dsn, "SELECT count(*) FROM public.tenants") == 0
     assert await fetchval(
         dsn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant_%'") == 1  # ghost
+
+
+async def test_a_name_the_registry_cannot_hold_is_refused_before_anything_runs(
+    dsn: str, migrations_dir: Path
+) -> None:
+    async with Engine(dsn, migrations_dir) as engine:
+        await engine.migrate("public")
+        with pytest.raises(ConfigurationError, match="name of tenant 'acme' contains a NUL"):
+            await engine.create_tenant("acme", "Acme\x00Inc")
+        tenant = await engine.create_tenant("corp", "Corp's; DROP TABLE tenants;--")
+    assert await _nothing_left(dsn, "acme")
+    assert tenant.name == "Corp's; DROP TABLE tenants;--"
+    assert await fetchval(dsn, "SELECT name FROM public.tenants WHERE slug = 'corp'") == tenant.name
 
 
 async def test_register_only_then_rollout(dsn: str, migrations_dir: Path) -> None:
