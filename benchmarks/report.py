@@ -12,6 +12,7 @@ import asyncpg
 
 from archify_core.engine import AUTO_CONCURRENCY
 
+from . import filesystem
 from .scenarios import WIDE_FLOOR, Result
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -163,10 +164,15 @@ async def machine(admin_dsn: str) -> str:
     conn = await asyncpg.connect(admin_dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
+        try:
+            data = filesystem.describe(await conn.fetchval("SHOW data_directory"))
+        except asyncpg.InsufficientPrivilegeError:  # --dsn with a role that may not see it
+            data = "unknown"
     finally:
         await conn.close()
     return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, PostgreSQL {version}")
+            f"Python {platform.python_version()}, PostgreSQL {version}; the server's data "
+            f"folder on {data}")
 
 
 def render(results: Sequence[Result], *, machine_line: str, command: str, repeats: int,

@@ -1,12 +1,14 @@
 """The fleet-scale benchmark's one command.
 
-    python -m benchmarks.run [--n 1000 10000] [--repeats 3] [--scenarios ...] [--dsn DSN]
-                             [--latency-ms 1] [--concurrency 8 16 ...] [--write-docs]
+    python -m benchmarks.run [--n 1000 10000] [--repeats 3] [--scenarios ...]
+                             [--dsn DSN | --data-dir DIR] [--latency-ms 1]
+                             [--concurrency 8 16 ...] [--write-docs [--docs-section NAME]]
 
 Starts its own embedded PostgreSQL unless --dsn is given (the DSN's user must be
 allowed to create databases), builds each prepared fleet once per N as its own
-database, then runs every scenario (putting the fleet back after each run); create-tenant
-runs last, on the fleets of every N at once (their runs interleaved); see docs/performance.md.
+database, runs create-tenant on the fleets of every N at once (their runs interleaved),
+then every other scenario (putting the fleet back after each run); see
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncpg
 from archify_core.event_loop import run_async
 
 from . import report, server
-from .fleet import SCENARIOS, build_fleet, load, settle
+from .fleet import SCENARIOS, build_fleet, load
 from .scenarios import Context, Result, run_create_tenant, run_migrating, run_status
 
 DEFAULT_SCENARIOS = ["rollout", "bootstrap", "noop", "status", "create-tenant"]
@@ -45,6 +47,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scenarios", nargs="+", default=DEFAULT_SCENARIOS, choices=list(SCENARIOS))
     p.add_argument("--dsn", help="use this server instead of starting an embedded one")
+    p.add_argument("--data-dir", type=Path,
+                   help="make the embedded server's data folder in this folder (default: the "
+                        "system's temporary folder), e.g. on another file system")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="added client-server round-trip time (a delaying TCP proxy)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[],
@@ -54,7 +59,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="skip bootstrap above this N (it is the slowest to reset)")
     p.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
     p.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
-    return p.parse_args(argv)
+    p.add_argument("--docs-section", help="the results section to rewrite (default: "
+                                          "\"latency\" with --latency-ms, else \"local\")")
+    args = p.parse_args(argv)
+    if args.data_dir and args.dsn:
+        p.error("--data-dir is where the embedded server keeps its data; not with --dsn")
+    if args.data_dir and not args.data_dir.is_dir():
+        p.error(f"--data-dir {args.data_dir}: no such folder")
+    return args
 
 
 @contextmanager
@@ -117,40 +129,38 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
         direct, proxied = await round_trip_ms(admin_dsn), await round_trip_ms(tool_dsn("postgres"))
         ctx.log(f"round trip: {direct:.3f} ms direct, {proxied:.3f} ms through the proxy")
         args.rtt = (direct, proxied)
-    deferred: dict[int, str] = {}  # n -> its fleet for create-tenant, run last for every n
-    # Fleets are dropped only after create-tenant: dropping a database of 10,000 tenants
-    # (~270,000 files) makes every file the server opens in another big database slower
-    # for minutes (openat 6 -> 96 us, in the kernel), which create-tenant at N=10,000
-    # would measure (docs/performance.md).
-    spent: set[str] = set()
+    wanted = {n: [s for s in args.scenarios if s != "bootstrap" or n <= args.bootstrap_max_n]
+              for n in args.n}
+    fleets = {n: await build_fleets(ctx, n, wanted[n]) for n in args.n}
+    # create-tenant runs first, on the fleets of every n at once, before any scenario
+    # deletes relation files: on ext4 without a journal a file created within minutes of
+    # many deletions costs up to 20 times more (the kernel skips every recently deleted
+    # inode), which would measure the file system's last minutes, not the fleet's size
+    # (docs/performance.md, "Creating relation files").
+    if "create-tenant" in args.scenarios:
+        s = SCENARIOS["create-tenant"]
+        started = time.perf_counter()
+        results += await run_create_tenant(
+            ctx, s, {n: fleets[n][s.fleet] for n in args.n}, load(s, root))
+        ctx.log(f"create-tenant N={', '.join(map(str, args.n))} done in "
+                f"{time.perf_counter() - started:.1f} s")
     for n in args.n:
-        wanted = [s for s in args.scenarios if s != "bootstrap" or n <= args.bootstrap_max_n]
-        fleets = await build_fleets(ctx, n, wanted)
-        for name in wanted:
+        for name in wanted[n]:
             s = SCENARIOS[name]
+            if name == "create-tenant":
+                continue
             started = time.perf_counter()
             migrations = load(s, root)
-            db = fleets[s.fleet]
-            if name == "create-tenant":
-                deferred[n] = db
-                continue
+            db = fleets[n][s.fleet]
             if name == "status":
                 r = await run_status(ctx, s, n, db, migrations, not args.no_cli)
             else:
                 r = await run_migrating(ctx, s, n, db, migrations, not args.no_cli)
             results.append(r)
             ctx.log(f"{name} N={n} done in {time.perf_counter() - started:.1f} s")
-        spent |= set(fleets.values()) - set(deferred.values())
-    if deferred:
-        s = SCENARIOS["create-tenant"]
-        started = time.perf_counter()
-        for n, db in deferred.items():  # (a checkpoint is due after the other scenarios)
-            await settle(server.database_dsn(admin_dsn, db), n)
-        results += await run_create_tenant(ctx, s, deferred, load(s, root))
-        ctx.log(f"create-tenant N={', '.join(map(str, deferred))} done in "
-                f"{time.perf_counter() - started:.1f} s")
-    for db in spent | set(deferred.values()):
-        await server.drop_database(admin_dsn, db)
+    for names in fleets.values():
+        for db in names.values():
+            await server.drop_database(admin_dsn, db)
     return results
 
 
@@ -159,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     command = "python -m benchmarks.run " + shlex.join(
         a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("postgres"))
-    with server.server(args.dsn) as admin_dsn, tempfile.TemporaryDirectory() as tmp, \
-            latency_proxy(admin_dsn, args.latency_ms) as port:
+    with server.server(args.dsn, args.data_dir) as admin_dsn, \
+            tempfile.TemporaryDirectory() as tmp, latency_proxy(admin_dsn, args.latency_ms) as port:
         results = run_async(bench, args, admin_dsn, port, Path(tmp))
         machine = run_async(report.machine, admin_dsn)
     text = report.render(results, machine_line=machine, command=command, repeats=args.repeats,
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                          rtt=getattr(args, "rtt", None))
     print(text)
     if args.write_docs:
-        report.write_docs(text, "latency" if args.latency_ms else "local")
+        report.write_docs(text, args.docs_section or ("latency" if args.latency_ms else "local"))
         log(f"wrote {report.DOCS}")
 
 

@@ -17,13 +17,15 @@ from archify_core.sql import quote_ident
 
 
 @contextmanager
-def server(dsn: str | None) -> Iterator[str]:
+def server(dsn: str | None, data_dir: Path | None = None) -> Iterator[str]:
     """The admin DSN of the server to use: `dsn` as given, or a fresh embedded server
-    (deleted afterwards). Benchmarks keep fsync and synchronous_commit at their defaults."""
+    whose data folder is made inside `data_dir` (default: the system's temporary folder)
+    and deleted afterwards. Benchmarks keep fsync and synchronous_commit at their
+    defaults."""
     if dsn:
         yield dsn
         return
-    base = Path(tempfile.mkdtemp(prefix="archify-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="archify-bench-", dir=data_dir))
     base.chmod(0o755)
     try:
         with embedded_server(base / "pg", cleanup_mode="delete") as uri:
