@@ -12,7 +12,7 @@ import asyncpg
 
 from archify_core.engine import AUTO_CONCURRENCY
 
-from . import filesystem
+from . import filesystem, server
 from .scenarios import WIDE_FLOOR, Result
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -161,6 +161,7 @@ def _cpu() -> str:
 async def machine(admin_dsn: str) -> str:
     cpu = _cpu()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    rtt = await server.round_trip_ms(admin_dsn)
     conn = await asyncpg.connect(admin_dsn)
     try:
         version = await conn.fetchval("SHOW server_version")
@@ -172,7 +173,7 @@ async def machine(admin_dsn: str) -> str:
         await conn.close()
     return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}, "
             f"Python {platform.python_version()}, PostgreSQL {version}; the server's data "
-            f"folder on {data}")
+            f"folder on {data}; a `SELECT 1` round trip {rtt:.3f} ms")
 
 
 def render(results: Sequence[Result], *, machine_line: str, command: str, repeats: int,

@@ -23,8 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
-
 from archify_core.event_loop import run_async
 
 from . import report, server
@@ -88,18 +86,6 @@ def latency_proxy(admin_dsn: str, delay_ms: float) -> Iterator[int | None]:
         proc.wait()
 
 
-async def round_trip_ms(dsn: str, count: int = 200) -> float:
-    """The measured time of one `SELECT 1` round trip."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        started = time.perf_counter()
-        for _ in range(count):
-            await conn.execute("SELECT 1")
-        return (time.perf_counter() - started) / count * 1000
-    finally:
-        await conn.close()
-
-
 async def build_fleets(ctx: Context, n: int, scenarios: list[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     for name in scenarios:
@@ -126,7 +112,8 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
     ctx = Context(admin_dsn, tool_dsn, root, args.repeats, concurrencies, log)
     results: list[Result] = []
     if proxy_port:
-        direct, proxied = await round_trip_ms(admin_dsn), await round_trip_ms(tool_dsn("postgres"))
+        direct, proxied = await server.round_trip_ms(admin_dsn), await server.round_trip_ms(
+            tool_dsn("postgres"))
         ctx.log(f"round trip: {direct:.3f} ms direct, {proxied:.3f} ms through the proxy")
         args.rtt = (direct, proxied)
     wanted = {n: [s for s in args.scenarios if s != "bootstrap" or n <= args.bootstrap_max_n]

@@ -1,10 +1,11 @@
-"""The benchmark's PostgreSQL: the embedded server (or --dsn), admin SQL, and the
-DSN rewriting the latency proxy needs."""
+"""The benchmark's PostgreSQL: the embedded server (or --dsn), admin SQL, the
+DSN rewriting the latency proxy needs, and the measured round trip."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,3 +69,15 @@ def via_proxy(dsn: str, port: int) -> str:
     user = quote(parts.username or "postgres")
     password = f":{quote(parts.password)}" if parts.password else ""
     return f"postgresql://{user}{password}@127.0.0.1:{port}{parts.path or '/postgres'}"
+
+
+async def round_trip_ms(dsn: str, count: int = 200) -> float:
+    """The measured time of one `SELECT 1` round trip."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            await conn.execute("SELECT 1")
+        return (time.perf_counter() - started) / count * 1000
+    finally:
+        await conn.close()
