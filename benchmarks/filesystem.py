@@ -6,21 +6,20 @@ without a journal it depends on what was deleted in the last minutes
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
-def _mount(path: Path) -> tuple[str, str, str] | None:
-    """(mount point, file system type, source) of the mount holding `path`."""
+def mount_of(path: str, mountinfo: str) -> tuple[str, str, str] | None:
+    """(mount point, file system type, source) of the mount holding absolute `path`,
+    from the text of /proc/self/mountinfo (the longest mount point that contains it)."""
     best: tuple[str, str, str] | None = None
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
+    for line in mountinfo.splitlines():
         fields = line.split()
-        point = fields[4].encode().decode("unicode_escape")
+        # the kernel writes a space in a mount point as \040 (octal)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
         fs_type, source = fields[fields.index("-") + 1:][:2]
-        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) > len(best[0])):
             best = (point, fs_type, source)
     return best
@@ -32,7 +31,10 @@ def describe(data_dir: str) -> str:
     path = Path(data_dir)
     if not path.is_absolute() or not os.path.exists(path):
         return "unknown (not on this machine)"
-    mount = _mount(path.resolve())
+    try:
+        mount = mount_of(str(path.resolve()), Path("/proc/self/mountinfo").read_text())
+    except OSError:
+        mount = None
     if mount is None:
         return "unknown"
     _, fs_type, source = mount
