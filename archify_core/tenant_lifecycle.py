@@ -75,10 +75,7 @@ async def create_tenant(
                 await call_hook(pm, "archify_seed_admin", conn=conn, slug=slug, schema=schema,
                                 name=name, admin_email=admin_email)
             step = "registering it in public.tenants"
-            # what the migrations or the seed hook SET for the session (a plain SET,
-            # set_config(..., false)) must not stay on the pooled connection; a rollback
-            # undoes it by itself
-            await conn.execute(f"{register}RESET ALL;")
+            await conn.execute(_registering_last(register))
     except asyncpg.UniqueViolationError as exc:
         if step.startswith("registering"):
             raise TenantExistsError(
@@ -96,11 +93,30 @@ def creation_sql(
     migrations: MigrationSet, slug: str, *, migrate: bool, options: ExecutionOptions
 ) -> list[CreationChunk]:
     """What `create_tenant` sends before the seed hook and the registry row: the schema,
-    its ledger (tracked when `options.digest`) and every tenant migration (pure;
-    `--dry-run` prints it)."""
+    its ledger (tracked when `options.digest`) and every tenant migration (pure)."""
     to_apply = migrations.for_kind(Scope.TENANT) if migrate else ()
     return creation_chunks(schema_for(slug), to_apply, digest=options.digest,
                            **options.timeouts)
+
+
+def creation_dry_run(migrations: MigrationSet, slug: str, name: str | None, *, migrate: bool,
+                     options: ExecutionOptions) -> list[str]:
+    """What `create_tenant` sends, in order, with the registry's usual columns (pure;
+    `--dry-run` prints it)."""
+    chunks = creation_sql(migrations, slug, migrate=migrate, options=options)
+    return ["BEGIN;",
+            *(c.sql if c.python is None else
+              f"-- Python migration {c.python.version}: await upgrade(conn)" for c in chunks),
+            *(["-- the archify_seed_admin hook"] if migrate else []),
+            _registering_last(registration_sql(slug, name or slug)),
+            "COMMIT;"]
+
+
+def _registering_last(register: str) -> str:
+    """The last statements before COMMIT: the registry row, and RESET ALL, so that what the
+    migrations or the seed hook SET for the session (a plain SET, set_config(..., false))
+    does not stay on the pooled connection (a rollback undoes it by itself)."""
+    return f"{register}RESET ALL;"
 
 
 def registration_sql(slug: str, name: str, columns: set[str] | None = None) -> str:

@@ -30,7 +30,7 @@ from ..plugins import load_plugin_reference
 from ..report import RolloutReport
 from ..scaffold import new_migration
 from ..steps import ExecutionOptions
-from ..tenant_lifecycle import creation_sql, drop_sql, registration_sql
+from ..tenant_lifecycle import creation_dry_run, drop_sql
 from ..tenants import schema_for, validate_slug
 from .progress import RolloutOutput
 from .render import closing_lines, rollout_title, status_lines
@@ -279,15 +279,9 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
     _guarded(lambda: validate_slug(slug))  # before connecting: bad input is exit 2
     if dry_run:
         migrations = _load(settings)
-        chunks = _guarded(lambda: creation_sql(migrations, slug, migrate=not no_migrate,
-                                               options=settings.options))
-        settings.print(f"-- dry run: create tenant {slug} (one transaction)", "BEGIN;",
-                       *(c.sql if c.python is None else
-                         f"-- Python migration {c.python.version}: await upgrade(conn)"
-                         for c in chunks),
-                       *([] if no_migrate else ["-- the archify_seed_admin hook"]),
-                       _guarded(lambda: registration_sql(slug, name or slug)) + "RESET ALL;",
-                       "COMMIT;")
+        lines = _guarded(lambda: creation_dry_run(migrations, slug, name, migrate=not no_migrate,
+                                                  options=settings.options))
+        settings.print(f"-- dry run: create tenant {slug} (one transaction)", *lines)
         return
 
     async def work(engine: Engine) -> str:
