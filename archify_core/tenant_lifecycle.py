@@ -39,7 +39,7 @@ from .tenants import schema_for
 _CREATION_SHAPE = f"SELECT {ledger.REGISTRY_COLUMNS} AS registry_columns, ready.*" \
                   f" FROM ({digest.READY}) ready"
 # The registry's columns a tenant's row fills, where the registry has them.
-REGISTRY_COLUMNS = ("slug", "name", "schema_name")
+ROW_COLUMNS = ("slug", "name", "schema_name")
 
 
 async def create_tenant(
@@ -57,7 +57,7 @@ async def create_tenant(
     sign-up waits for each on a remote server): the registry's and the digest's state;
     BEGIN; the schema, its ledger and every migration; the registry row; COMMIT."""
     schema = schema_for(slug)
-    name = name or slug
+    name = tenant_name(slug, name)
     shape = await conn.fetchrow(_CREATION_SHAPE)
     if shape["registry_columns"] is None:
         raise RegistryMissingError()
@@ -108,7 +108,7 @@ def creation_dry_run(migrations: MigrationSet, slug: str, name: str | None, *, m
             *(c.sql if c.python is None else
               f"-- Python migration {c.python.version}: await upgrade(conn)" for c in chunks),
             *(["-- the archify_seed_admin hook"] if migrate else []),
-            _registering_last(registration_sql(slug, name or slug)),
+            _registering_last(registration_sql(slug, tenant_name(slug, name))),
             "COMMIT;"]
 
 
@@ -119,14 +119,20 @@ def _registering_last(register: str) -> str:
     return f"{register}RESET ALL;"
 
 
-def registration_sql(slug: str, name: str, columns: set[str] | None = None) -> str:
-    """The tenant's row in public.tenants, filling those of REGISTRY_COLUMNS the registry
-    has (`columns`; None: all of them) (pure)."""
-    if "\x00" in name:
+def tenant_name(slug: str, name: str | None) -> str:
+    """The name a tenant is registered with (its slug when none is given), refused before
+    anything runs when PostgreSQL text cannot hold it."""
+    if name is not None and "\x00" in name:
         raise ConfigurationError(f"the name of tenant {slug!r} contains a NUL character, "
                                  "which PostgreSQL text cannot hold")
+    return name or slug
+
+
+def registration_sql(slug: str, name: str, columns: set[str] | None = None) -> str:
+    """The tenant's row in public.tenants, filling those of ROW_COLUMNS the registry has
+    (`columns`; None: all of them) (pure)."""
     values = {"slug": slug, "name": name, "schema_name": schema_for(slug)}
-    names = [c for c in REGISTRY_COLUMNS if columns is None or c in columns]
+    names = [c for c in ROW_COLUMNS if columns is None or c in columns]
     return (f"INSERT INTO {REGISTRY_TABLE} ({', '.join(names)}) VALUES "
             f"({', '.join(quote_literal(values[c]) for c in names)});\n")
 
