@@ -15,10 +15,10 @@ import asyncpg
 import pluggy
 
 from . import digest, ledger
-from .dsn import check_dsn, connection_error
+from .dsn import check_dsn, connection_error, redact
 from .errors import ConfigurationError, RegistryMissingError, TenantNotFoundError
 from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
-from .execution import ExecutionOptions
+from .execution import ExecutionOptions, RunContext
 from .ledger import Queryable
 from .loader import load_migrations
 from .migration import MigrationSet, Scope
@@ -27,6 +27,7 @@ from .plugins import call_hook_quietly, make_plugin_manager
 from .quoting import LEDGER_TABLE, quote_ident
 from .report import RolloutReport
 from .rollout import Rollout, planned
+from .server_watch import ServerWatch
 from .status import FleetStatus, schema_status
 from .tenant_lifecycle import create_tenant, drop_tenant
 from .tenants import validate_slug
@@ -71,6 +72,7 @@ class Engine:
         runner_wait: float | None = 120.0,
         retries: int = 3,
         retry_backoff: float = 0.5,
+        server_wait: float = 60.0,
         allow_out_of_order: bool = False,
         plugins: Iterable[object] = (),
         load_entry_points: bool = True,
@@ -94,6 +96,7 @@ class Engine:
         self.options = ExecutionOptions(
             lock_timeout=lock_timeout, statement_timeout=statement_timeout,
             runner_wait=runner_wait, retries=retries, retry_backoff=retry_backoff,
+            server_wait=server_wait,
         )
         self.allow_out_of_order = allow_out_of_order
         self.pm: pluggy.PluginManager = make_plugin_manager(
@@ -110,14 +113,24 @@ class Engine:
         # importing the files runs their code: off the event loop, which may be an app's
         self.migrations = (source if isinstance(source, MigrationSet)
                            else await anyio.to_thread.run_sync(load_migrations, source))
+        # min_size=0: no connection floor for asyncpg to restore in the background (while
+        # the server is away it would log a traceback per attempt); the rollout's own
+        # ServerWatch waits for a lost server instead.
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=0, max_size=self.pool_size, reset=_keep_session,
+            server_settings={"application_name": "archify"},
+        )
         try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session,
-                server_settings={"application_name": "archify"},
-            )
+            await self._fit_concurrency()  # the first connection: what connecting raises
         except Exception as exc:
+            await self._pool.close()
+            self._pool = None
+            if isinstance(exc, asyncpg.PostgresError) and not isinstance(
+                    exc, asyncpg.InvalidAuthorizationSpecificationError
+                    | asyncpg.InvalidCatalogNameError | asyncpg.TooManyConnectionsError
+                    | asyncpg.CannotConnectNowError | asyncpg.InvalidPasswordError):
+                raise
             raise connection_error(exc, self.dsn) from exc
-        await self._fit_concurrency()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -138,6 +151,15 @@ class Engine:
     def _emit(self, event: Event) -> None:
         for handler in self._handlers:
             handler(event)
+
+    def _watch(self) -> ServerWatch:
+        """A watch on the server for one rollout: its workers wait for a lost server
+        together, up to server_wait seconds (server_watch.py)."""
+        async def probe() -> None:
+            conn = await asyncpg.connect(self.dsn, timeout=5)
+            await conn.close()
+
+        return ServerWatch(probe, redact(self.dsn), self._emit, self.options.server_wait)
 
     async def _fit_concurrency(self) -> None:
         """Never run more workers than the pool, or than the server has free slots for; a
@@ -202,15 +224,15 @@ class Engine:
         if slugs is not None or target in ("tenants", "all"):
             tenant_states = await self._tenant_states(conn, slugs, required=not include_public)
         public = await ledger.read_public_state(conn) if include_public else None
-        options = await self._run_options(dry_run)
+        ctx = await self._run_context(dry_run)
         await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
         if public is not None:
-            await self._run([self._plan(public)], report, max_failures, options, dry_run)
+            await self._run([self._plan(public)], report, max_failures, ctx, dry_run)
             if not tenant_states and target == "all" and not dry_run:
                 tenant_states = await self._tenant_states(conn, None, required=False)
         if tenant_states and not report.stopped_early:
-            async with self._tenant_plans(conn, tenant_states, self._plan) as plans:
-                await self._run(plans, report, max_failures, options, dry_run)
+            async with self._tenant_plans(conn, tenant_states, self._plan, ctx) as plans:
+                await self._run(plans, report, max_failures, ctx, dry_run)
         return await self._finished(report, started)
 
     async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
@@ -245,14 +267,15 @@ class Engine:
     def _known_ledgers(self) -> ledger.KnownLedgers:
         return digest.known_ledgers(self.migrations.for_kind(Scope.TENANT))
 
-    async def _run_options(self, dry_run: bool) -> ExecutionOptions:
-        """The options of a run; one that writes keeps tenant ledgers' digests when this
-        role may (creating the digest table first if needed, see digest.prepare)."""
-        if dry_run:
-            return self.options
-        async with self.pool.acquire() as conn:
-            keeps = await digest.prepare(conn, lambda message: self._emit(Notice(message)))
-            return replace(self.options, digest=keeps)
+    async def _run_context(self, dry_run: bool) -> RunContext:
+        """What a run's steps run with; one that writes keeps tenant ledgers' digests when
+        this role may (creating the digest table first if needed, see digest.prepare)."""
+        options = self.options
+        if not dry_run:
+            async with self.pool.acquire() as conn:
+                keeps = await digest.prepare(conn, lambda message: self._emit(Notice(message)))
+            options = replace(options, digest=keeps)
+        return RunContext(options, self.pm, self._emit, self._watch())
 
     def _plan(self, state: SchemaState) -> SchemaPlan:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
@@ -260,10 +283,12 @@ class Engine:
     @asynccontextmanager
     async def _tenant_plans(
         self, conn: Queryable, states: list[SchemaState],
-        plan: Callable[[SchemaState], SchemaPlan],
+        plan: Callable[[SchemaState], SchemaPlan], ctx: RunContext,
     ) -> AsyncIterator[AsyncIterator[SchemaPlan]]:
-        """The plans of `states`, made as their ledgers arrive (read ahead of the work)."""
-        async with ledger.tenant_state_batches(conn, states) as batches:
+        """The plans of `states`, made as their ledgers arrive (read ahead of the work;
+        a read that loses the server is made again once it answers)."""
+        retry = ctx.watch.retrying if ctx.watch is not None else None
+        async with ledger.tenant_state_batches(conn, states, retry=retry) as batches:
 
             async def plans() -> AsyncIterator[SchemaPlan]:
                 async for batch in batches:
@@ -274,7 +299,7 @@ class Engine:
 
     async def _run(
         self, plans: Iterable[SchemaPlan] | AsyncIterator[SchemaPlan], report: RolloutReport,
-        max_failures: int | None, options: ExecutionOptions, dry_run: bool,
+        max_failures: int | None, ctx: RunContext, dry_run: bool,
     ) -> None:
         if dry_run:
             async for plan in _aiter(plans):
@@ -282,8 +307,8 @@ class Engine:
                 report.schemas.append(result)
                 self._emit(SchemaFinished(result))
             return
-        rollout = Rollout(self.pool, options, self.pm, self._emit, report,
-                          self.concurrency, max_failures, self.batch_size)
+        rollout = Rollout(self.pool, ctx, report, self.concurrency, max_failures,
+                          self.batch_size)
         rollout._failures = len(report.failed)
         await rollout.run(_aiter(plans))
 
@@ -320,15 +345,15 @@ class Engine:
         conn = self.pool
         if include_public:
             public = await ledger.read_public_state(conn)
-            options = await self._run_options(dry_run)
+            ctx = await self._run_context(dry_run)
             await self._started(label, 1, dry_run)
-            await self._run([plan(public)], report, max_failures, options, dry_run)
+            await self._run([plan(public)], report, max_failures, ctx, dry_run)
         else:
             states = await self._tenant_states(conn, slugs, required=True)
-            options = await self._run_options(dry_run)
+            ctx = await self._run_context(dry_run)
             await self._started(label, len(states), dry_run)
-            async with self._tenant_plans(conn, states, plan) as plans:
-                await self._run(plans, report, max_failures, options, dry_run)
+            async with self._tenant_plans(conn, states, plan, ctx) as plans:
+                await self._run(plans, report, max_failures, ctx, dry_run)
         return await self._finished(report, started)
 
     # -- tenants -----------------------------------------------------------------

