@@ -16,7 +16,12 @@ import pluggy
 
 from . import digest, ledger
 from .dsn import check_dsn, connection_error, redact
-from .errors import ConfigurationError, RegistryMissingError, TenantNotFoundError
+from .errors import (
+    ConfigurationError,
+    RegistryMissingError,
+    TenantNotFoundError,
+    UnfinishedMigrationError,
+)
 from .events import Event, Notice, RolloutFinished, RolloutStarted, SchemaFinished
 from .execution import ExecutionOptions, RunContext
 from .ledger import Queryable
@@ -214,6 +219,10 @@ class Engine:
         """
         _check_max_failures(max_failures)
         include_public, slugs = _parse_target(target)
+        if not dry_run:
+            self._refuse_unfinished(
+                *([Scope.PUBLIC] if include_public else []),
+                *([Scope.TENANT] if slugs is not None or target in ("tenants", "all") else []))
         label = target if isinstance(target, str) else ",".join(slugs or ())
         report = RolloutReport(target=label, dry_run=dry_run)
         started = time.perf_counter()
@@ -234,6 +243,12 @@ class Engine:
             async with self._tenant_plans(conn, tenant_states, self._plan, ctx) as plans:
                 await self._run(plans, report, max_failures, ctx, dry_run)
         return await self._finished(report, started)
+
+    def _refuse_unfinished(self, *kinds: Scope) -> None:
+        """Before anything runs: a file not written yet must not stop a rollout half-way."""
+        if kinds and (unfinished := self.migrations.unfinished(*kinds)):
+            raise UnfinishedMigrationError([(m.path.name, m.unfinished or "")
+                                            for m in unfinished])
 
     async def _started(self, label: str, schemas: int, dry_run: bool) -> None:
         self._emit(RolloutStarted(label, schemas, self.concurrency, dry_run))
@@ -368,6 +383,8 @@ class Engine:
         With migrate=False only the schema, an empty ledger and the registry row
         are created (to register a tenant whose migrations a rollout will apply).
         """
+        if migrate:
+            self._refuse_unfinished(Scope.TENANT)
         async with self.pool.acquire() as conn:
             tenant = await create_tenant(
                 conn, self.migrations, self.pm, slug, name, admin_email=admin_email,
@@ -385,11 +402,12 @@ class Engine:
         return tenant
 
     async def validate(self) -> list[str]:
-        """Drift between the files and every schema's ledger, and ledger digests that
-        disagree with their ledger, one line per problem (the files themselves were
-        validated when the engine opened)."""
+        """Unfinished migration files, drift between the files and every schema's ledger,
+        and ledger digests that disagree with their ledger, one line per problem (the
+        files themselves were validated when the engine opened)."""
         status = await self.status()
-        problems = []
+        problems = [f"{m.path.name} is unfinished: {m.unfinished}"
+                    for m in self.migrations.unfinished()]
         for schema in [status.public, *status.tenants]:
             drift = schema.drift
             problems += [f"{schema.schema}: {v} was edited after it was applied (checksum differs)"

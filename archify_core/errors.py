@@ -46,6 +46,16 @@ class MigrationSetError(ArchifyError):
         )
 
 
+class UnfinishedMigrationError(ConfigurationError):
+    """A migration to apply is not written yet (its upgrade SQL has no statement, as a file
+    just made by `archify new`); nothing was applied."""
+
+    def __init__(self, files: Sequence[tuple[str, str]]) -> None:
+        self.files = tuple(files)  # (file name, why it is unfinished)
+        said = "; ".join(f"{name} is unfinished: {why}" for name, why in self.files)
+        super().__init__(f"{said}. Nothing was applied.")
+
+
 class InvalidSlugError(ArchifyError):
     """A tenant slug that is not allowed (and so never reaches SQL)."""
 

@@ -40,6 +40,11 @@ def load_migrations(directory: str | Path) -> MigrationSet:
     when the folder itself is missing.
     """
     folder = Path(directory)
+    if folder.is_file():
+        raise ConfigurationError(
+            f"--migrations {str(folder)!r} is a file, not a folder; pass the folder that holds "
+            f"the migration files (e.g. --migrations {str(folder.parent)!r})"
+        )
     if not folder.is_dir():
         raise ConfigurationError(
             f"migrations folder {str(folder)!r} does not exist; pass --migrations DIR "
@@ -75,12 +80,15 @@ def load_migration_file(path: Path) -> Migration:
     metadata = _parse_metadata(path, source)
     problems = _metadata_problems(path, metadata)
     upgrade_py = downgrade_py = None  # a file that fails to import has neither
+    unfinished = None
     try:
         module = _import(path)
         upgrade_py = _python_step(module, "upgrade")
         downgrade_py = _python_step(module, "downgrade")
         upgrade_sql = "" if upgrade_py else _sql_from(module, "upgrade", "UPGRADE_SQL",
                                                       required=True)
+        if not upgrade_py and not _has_statement(upgrade_sql):
+            unfinished = _unfinished(module, upgrade_sql)
         downgrade_sql = None if downgrade_py else _sql_from(module, "downgrade",
                                                             "DOWNGRADE_SQL", required=False)
     except _Defective as bad:
@@ -105,6 +113,7 @@ def load_migration_file(path: Path) -> Migration:
         transactional=bool(transactional),
         upgrade_py=upgrade_py,
         downgrade_py=downgrade_py,
+        unfinished=unfinished,
     )
 
 
@@ -205,12 +214,17 @@ def _sql_from(module: ModuleType, func_name: str, const_name: str, *, required: 
         return None
     if not isinstance(sql, str):
         raise _Defective(f"{source} must be a SQL string, not {type(sql).__name__}")
-    if not _has_statement(sql):
-        if required:
-            raise _Defective(f"{source} is empty (or only comments): a migration must change "
-                             "something")
+    if not required and not _has_statement(sql):
         return None
     return sql
+
+
+def _unfinished(module: ModuleType, sql: str) -> str:
+    """Why a file whose upgrade SQL has no statement is not ready yet (a file just written
+    by `archify new`, still holding its TODO): loaded, shown as pending, never applied."""
+    source = "upgrade()" if callable(getattr(module, "upgrade", None)) else "UPGRADE_SQL"
+    what = "is only its TODO placeholder" if "TODO" in sql else "is empty (or only comments)"
+    return f"{source} {what}; write the change, or delete the file"
 
 
 def _has_statement(sql: str) -> bool:

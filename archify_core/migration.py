@@ -42,6 +42,8 @@ class Migration:
     transactional: bool = True
     upgrade_py: PythonStep | None = field(default=None, compare=False, repr=False)
     downgrade_py: PythonStep | None = field(default=None, compare=False, repr=False)
+    # why the file is not ready to apply (its upgrade SQL has no statement yet), or None
+    unfinished: str | None = None
 
     def __post_init__(self) -> None:
         if not self.checksum:
@@ -101,3 +103,10 @@ class MigrationSet(Sequence[Migration]):
     def for_kind(self, kind: Scope) -> tuple[Migration, ...]:
         """The migrations that run in a schema of `kind`, in order."""
         return self._by_kind[kind]
+
+    def unfinished(self, *kinds: Scope) -> list[Migration]:
+        """The files not ready to apply (Migration.unfinished) among those of `kinds`
+        (every kind when none is given)."""
+        kinds = kinds or (Scope.PUBLIC, Scope.TENANT)
+        return [m for m in self._migrations
+                if m.unfinished and any(m.applies_to(kind) for kind in kinds)]

@@ -17,6 +17,7 @@ class SchemaStatus:
     pending: tuple[str, ...]
     drift: Drift = field(default_factory=Drift)
     problem: str | None = None  # why this schema cannot be migrated as it is
+    unfinished: tuple[str, ...] = ()  # pending versions whose file is not written yet
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -33,6 +34,8 @@ class SchemaStatus:
             }
         if self.problem:
             data["problem"] = self.problem
+        if self.unfinished:
+            data["unfinished"] = list(self.unfinished)
         return data
 
 
@@ -63,4 +66,5 @@ def schema_status(migrations: MigrationSet, state: SchemaState) -> SchemaStatus:
         pending=tuple(m.version for m in plan.pending),
         drift=drift_of(migrations, state),
         problem=plan.blocked,
+        unfinished=tuple(m.version for m in plan.pending if m.unfinished),
     )

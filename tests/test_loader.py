@@ -56,12 +56,8 @@ GOOD_HEAD = '"""\nx\n\n# MIGRATION_SCOPE: {scope}\n# MIGRATION_VERSION: {version
      + 'UPGRADE_SQL = "SELECT 1"\n', "unknown MIGRATION_SCOPE 'tenants'"),
     ("001_a.py", GOOD_HEAD.format(scope="tenant", version="002_a")
      + 'UPGRADE_SQL = "SELECT 1"\n', "does not match the file name"),
-    ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a")
-     + 'UPGRADE_SQL = "   "\n', "UPGRADE_SQL is empty"),
     ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a"),
      "no upgrade SQL"),
-    ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a")
-     + 'def upgrade():\n    return ""\n', "upgrade() is empty"),
     ("001_a.py", GOOD_HEAD.format(scope="tenant", version="001_a")
      + 'import no_such_module_xyz\nUPGRADE_SQL = "SELECT 1"\n',
      "failed to import: ModuleNotFoundError"),
@@ -94,9 +90,25 @@ def test_every_defect_of_every_file_is_reported_together(tmp_path: Path) -> None
     assert any(d.startswith("002_bad.py: unknown MIGRATION_SCOPE") for d in defects)
     missing_version = "002_bad.py: missing metadata line '# MIGRATION_VERSION"
     assert any(d.startswith(missing_version) for d in defects)
-    assert any(d.startswith("002_bad.py: UPGRADE_SQL is empty") for d in defects)
     assert "003_empty.py: file is empty" in defects
     assert not any(d.startswith("001_ok.py") for d in defects)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ('UPGRADE_SQL = "   "\n', "UPGRADE_SQL is empty (or only comments)"),
+    ('UPGRADE_SQL = "-- TODO: write the upgrade"\n', "UPGRADE_SQL is only its TODO placeholder"),
+    ('def upgrade():\n    return ""\n', "upgrade() is empty (or only comments)"),
+])
+def test_a_file_without_a_statement_is_loaded_as_unfinished(
+    tmp_path: Path, body: str, reason: str
+) -> None:
+    add_migration(tmp_path, "001_ok", "tenant", "SELECT 1")
+    write_file(tmp_path, "002_wip.py", GOOD_HEAD.format(scope="tenant", version="002_wip") + body)
+    migrations = load_migrations(tmp_path)
+    [wip] = migrations.unfinished(Scope.TENANT)
+    assert wip.version == "002_wip"
+    assert wip.unfinished is not None and wip.unfinished.startswith(reason)
+    assert migrations.unfinished(Scope.PUBLIC) == []
 
 
 def test_duplicate_numbers_are_rejected(tmp_path: Path) -> None:

@@ -54,9 +54,6 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "empty file": (
         lambda f: write_file(f, "006_empty.py", ""),
         ["006_empty.py", "file is empty"]),
-    "empty SQL": (
-        lambda f: write_file(f, "006_blank.py", _valid("006_blank", body="UPGRADE_SQL = '  '")),
-        ["006_blank.py", "is empty"]),
     "SQL not a string": (
         lambda f: write_file(f, "006_int.py", _valid("006_int", body="UPGRADE_SQL = 42")),
         ["006_int.py", "must be a SQL string"]),
@@ -111,6 +108,17 @@ def test_every_defect_at_once_is_listed_together(migrations_dir: Path) -> None:
     for _, needles in DEFECTS.values():
         for needle in needles:
             assert needle in text, (needle, text)
+
+
+def test_an_unfinished_file_is_refused_by_name_and_nothing_runs(
+    dsn: str, migrations_dir: Path
+) -> None:
+    write_file(migrations_dir, "006_blank.py", _valid("006_blank", body="UPGRADE_SQL = '  '"))
+    result = cli("--migrations", str(migrations_dir), "all", dsn=dsn)
+    assert_clean_error(result, "006_blank.py", "unfinished")
+    import anyio
+
+    assert anyio.run(_table_count, dsn) == 0  # the database was not touched
 
 
 def test_missing_folder_is_exit_2(dsn: str, tmp_path: Path) -> None:
