@@ -103,7 +103,7 @@ def test_a_failing_schema_exits_1_and_names_it(dsn: str, migrations_dir: Path) -
 
     human = archify("tenants", dsn=dsn, migrations=migrations_dir)
     assert human.returncode == 1
-    assert "❌ 1 schema(s) failed: tenant_broken" in human.stdout
+    assert "❌ 1 schema failed: tenant_broken" in human.stdout
     assert "✗ 002_create_tenant_tables" in human.stdout
 
 

@@ -14,7 +14,6 @@ import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
-from click.testing import CliRunner
 
 import archify_core
 from archify_core import (
@@ -25,10 +24,10 @@ from archify_core import (
     hookimpl,
     hookspecs,
 )
-from archify_core.cli import cli
 from archify_core.plugins import DEFAULTS, hookspecs_names, make_plugin_manager
 from tests.fleet import add_migration, fetchval, keep_only, ledger_versions
 from tests.plugin_fixtures.seed_marker import MARKER_EMAIL
+from tests.test_cli import archify
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"
 PUBLIC = ("001_create_public_tables", "004_add_tenant_billing", "005_add_audit_logs")
@@ -420,19 +419,18 @@ async def test_entry_point_plugins_are_loaded(
 
 
 def test_cli_plugin_option_registers_a_plugin(dsn: str, migrations_dir: Path) -> None:
-    runner = CliRunner()
-    base = ["--dsn", dsn, "--migrations", str(migrations_dir)]
-    assert runner.invoke(cli, [*base, "public"]).exit_code == 0
-    created = runner.invoke(cli, [*base, "--plugin", "tests.plugin_fixtures.seed_marker:plugin",
-                                  "create-tenant", "acme", "--admin-email", "boss@acme.io"])
-    assert created.exit_code == 0, created.output
+    base = {"dsn": dsn, "migrations": migrations_dir}
+    assert archify("public", **base).returncode == 0
+    created = archify("--plugin", "tests.plugin_fixtures.seed_marker:plugin",
+                      "create-tenant", "acme", "--admin-email", "boss@acme.io", **base)
+    assert created.returncode == 0, created.stderr
     emails = anyio.run(fetchval, dsn, "SELECT string_agg(email, ',' ORDER BY email) "
                                       "FROM tenant_acme.users")
     assert emails == f"boss@acme.io,{MARKER_EMAIL}"  # the default seed and the plugin's
 
-    missing = runner.invoke(cli, [*base, "--plugin", "tests.plugin_fixtures.nope", "status"])
-    assert missing.exit_code == 2
-    assert "cannot load plugin 'tests.plugin_fixtures.nope'" in missing.output
+    missing = archify("--plugin", "tests.plugin_fixtures.nope", "status", **base)
+    assert missing.returncode == 2
+    assert "cannot load plugin 'tests.plugin_fixtures.nope'" in missing.stderr
 
 
 # -- what a plugin may not do ------------------------------------------------------------------
@@ -538,13 +536,12 @@ async def test_engine_option_blocks_the_default_seed(dsn: str, migrations_dir: P
 
 
 def test_cli_block_plugin_replaces_the_default_seed(dsn: str, migrations_dir: Path) -> None:
-    runner = CliRunner()
-    base = ["--dsn", dsn, "--migrations", str(migrations_dir)]
-    assert runner.invoke(cli, [*base, "public"]).exit_code == 0
-    created = runner.invoke(cli, [*base, "--block-plugin", DEFAULTS,
-                                  "--plugin", "tests.plugin_fixtures.seed_marker:plugin",
-                                  "create-tenant", "acme", "--admin-email", "boss@acme.io"])
-    assert created.exit_code == 0, created.output
+    base = {"dsn": dsn, "migrations": migrations_dir}
+    assert archify("public", **base).returncode == 0
+    created = archify("--block-plugin", DEFAULTS,
+                      "create-tenant", "acme", "--admin-email", "boss@acme.io",
+                      "--plugin", "tests.plugin_fixtures.seed_marker:plugin", **base)
+    assert created.returncode == 0, created.stderr
     assert anyio.run(fetchval, dsn, "SELECT string_agg(email, ',') FROM tenant_acme.users") == \
         MARKER_EMAIL
 

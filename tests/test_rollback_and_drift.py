@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from archify_core import ConfigurationError, Engine, MigrationSetError, Outcome, load_migrations
+from archify_core import (
+    ConfigurationError,
+    Engine,
+    Outcome,
+    Scope,
+    load_migrations,
+)
 from tests.fleet import (
     add_migration,
     column_exists,
@@ -116,7 +123,9 @@ async def test_dry_runs_change_nothing_and_show_the_sql(dsn: str, migrations_dir
     down = archify("rollback", "--tenant", "acme", "--steps", "1", "--dry-run",
                    dsn=dsn, migrations=migrations_dir)
     assert down.returncode == 0, down.stderr
-    assert "→ 005_add_audit_logs" in down.stdout and "DROP TABLE IF EXISTS audit_logs" in down.stdout
+    assert "Rolling back acme (dry run)..." in down.stdout
+    assert "Planning" not in down.stdout
+    assert "↩ would revert 005_add_audit_logs" in down.stdout and "DROP TABLE IF EXISTS audit_logs" in down.stdout
     assert await ledger_versions(dsn, "tenant_acme") == TENANT_VERSIONS
 
     add_migration(migrations_dir, "006_more", "tenant", "CREATE TABLE more (id int);")
@@ -157,14 +166,29 @@ async def test_drop_tenant_and_list(dsn: str, migrations_dir: Path) -> None:
     assert again.returncode == 2 and "does not exist" in again.stderr
 
 
-def test_new_writes_the_next_numbered_file(migrations_dir: Path) -> None:
+async def test_new_writes_the_next_numbered_file(dsn: str, migrations_dir: Path) -> None:
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
     result = archify("new", "Add user nickname", "--scope", "tenant", migrations=migrations_dir)
     assert result.returncode == 0, result.stderr
     path = migrations_dir / "006_add_user_nickname.py"
     assert path.exists()
-    # The template's TODO-only SQL is refused until it is filled in...
-    with pytest.raises(MigrationSetError, match="006_add_user_nickname.py: upgrade\\(\\) is empty"):
-        load_migrations(migrations_dir)
+    # The template's TODO-only SQL is loaded as unfinished: shown, never applied...
+    [wip] = load_migrations(migrations_dir).unfinished(Scope.TENANT)
+    assert wip.version == "006_add_user_nickname"
+    status = archify("status", dsn=dsn, migrations=migrations_dir)
+    assert status.returncode == 0, status.stderr
+    assert "⏳ 006_add_user_nickname (unfinished" in status.stdout
+    refused = archify("all", dsn=dsn, migrations=migrations_dir)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stdout == ""
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("archify: error: 006_add_user_nickname.py is unfinished")
+    assert await ledger_versions(dsn, "tenant_acme") == TENANT_VERSIONS
+    listed = archify("tenants-list", dsn=dsn, migrations=migrations_dir)
+    assert listed.returncode == 0 and "acme" in listed.stdout
+    validated = archify("validate", dsn=dsn, migrations=migrations_dir)
+    assert "006_add_user_nickname.py is unfinished" in validated.stdout + validated.stderr
+    # ...until it is filled in
     path.write_text(path.read_text().replace(
         "-- TODO: the change, e.g. ", "").replace("-- TODO: the exact reverse, e.g. ", ""))
     new = load_migrations(migrations_dir).get("006_add_user_nickname")
@@ -178,4 +202,5 @@ def test_new_writes_the_next_numbered_file(migrations_dir: Path) -> None:
                          migrations=path / "not_a_folder")  # under a file, not a folder
     assert unwritable.returncode == 2 and "cannot write a migration" in unwritable.stderr
     assert "Traceback" not in unwritable.stderr
-    assert sorted(p.name for p in migrations_dir.glob("006_*")) == ["006_add_user_nickname.py"]
+    written = sorted(name for name in os.listdir(migrations_dir) if name.startswith("006_"))
+    assert written == ["006_add_user_nickname.py"]

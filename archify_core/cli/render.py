@@ -1,6 +1,14 @@
-"""Human output in the guide's format: the status table and the migrate log."""
+"""Human output in the guide's format: the status table, the migrate log, the summary. Pure.
+
+Where the guide defines the output (the status table, a schema's applied migrations)
+it is kept as the guide prints it; what the guide does not have (counts, failures
+grouped by cause, reverted migrations) reads as plain English, plurals included.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ..report import Outcome, RolloutReport, SchemaResult
 from ..status import FleetStatus, SchemaStatus
@@ -12,6 +20,14 @@ TITLES = {
     "all": "🔄 Migrating public and all tenant schemas...",
 }
 DONE = {"public": "Public migration", "tenants": "Tenant migration", "all": "Migration"}
+NAMED = 20  # schemas named in the summary's list of failed schemas
+NAMED_PER_CAUSE = 5  # schemas named under each cause
+SCHEMA = "<schema>"  # stands for the schema's name in a cause shared by many schemas
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """'1 schema', '2,000 schemas'."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
 
 
 def status_lines(status: FleetStatus) -> list[str]:
@@ -20,7 +36,7 @@ def status_lines(status: FleetStatus) -> list[str]:
     if status.public.applied:
         lines += ["", "  Applied migrations:"]
         lines += [f"    ✓ {v}" for v in status.public.applied]
-    lines += [f"      ⏳ {v}" for v in status.public.pending]
+    lines += _pending(status.public)
     lines += _drift(status.public, "  ")
     if not status.registry_exists:
         lines += ["", "🏢 Tenant Schemas: none yet "
@@ -30,7 +46,7 @@ def status_lines(status: FleetStatus) -> list[str]:
     for tenant in status.tenants:
         lines += ["", f"  {tenant.slug} ({tenant.schema}):"]
         lines += _counts(tenant, "    ")
-        lines += [f"      ⏳ {v}" for v in tenant.pending]
+        lines += _pending(tenant)
         lines += _drift(tenant, "    ")
     lines.append(RULE)
     return lines
@@ -38,6 +54,13 @@ def status_lines(status: FleetStatus) -> list[str]:
 
 def _counts(schema: SchemaStatus, indent: str) -> list[str]:
     return [f"{indent}Applied: {len(schema.applied)}", f"{indent}Pending: {len(schema.pending)}"]
+
+
+def _pending(schema: SchemaStatus) -> list[str]:
+    unfinished = set(schema.unfinished)
+    return [f"      ⏳ {v}" + (" (unfinished: not written yet, will not be applied)"
+                               if v in unfinished else "")
+            for v in schema.pending]
 
 
 def _drift(schema: SchemaStatus, indent: str) -> list[str]:
@@ -53,44 +76,111 @@ def rollout_title(target: str, dry_run: bool) -> str:
     return title.replace("Migrating", "Planning (dry run)") if dry_run else title
 
 
-def schema_lines(result: SchemaResult, sql: dict[str, str] | None = None) -> list[str]:
-    """The lines one schema contributes to the migrate log (none when it was up to date).
-    A dry run's planned schema also shows the SQL of each step when `sql` is given."""
-    if result.outcome is Outcome.UP_TO_DATE:
+def schema_lines(result: SchemaResult, sql: dict[str, str] | None = None, *,
+                 reverting: bool = False) -> list[str]:
+    """The lines one schema contributes to the migrate log (none when it was up to date
+    or never started). A dry run's planned schema also shows the SQL of each step when
+    `sql` is given; a rollback says what it reverted."""
+    if result.outcome in (Outcome.UP_TO_DATE, Outcome.SKIPPED):
         return []
     lines = ["", f"  {result.schema}:"]
-    lines += [f"    ✓ {m.version} ({m.duration_ms:.0f} ms)" for m in result.applied]
+    if reverting:
+        lines += [f"    ↩ reverted {m.version} ({m.duration_ms:.0f} ms)" for m in result.applied]
+    else:
+        lines += [f"    ✓ {m.version} ({m.duration_ms:.0f} ms)" for m in result.applied]
     if result.outcome is Outcome.PLANNED:
         for version in result.pending:
             lines.append(f"    → {version}")
             if sql is not None:
                 lines += [f"        {line}" for line in sql[version].strip().splitlines()]
-    if result.outcome is Outcome.SKIPPED:
-        lines += [f"    - skipped (--max-failures reached): {', '.join(result.pending)}"]
     if result.failure is not None:
         where = f"{result.failure.version}: " if result.failure.version else ""
         lines.append(f"    ✗ {where}{result.failure.message}")
+    if result.outcome is Outcome.PLANNED and reverting:
+        lines = [line.replace("    → ", "    ↩ would revert ", 1) for line in lines]
     return lines
 
 
-def closing_lines(report: RolloutReport) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """Schemas that failed the same way: the same migration, the same message once the
+    schema's own name is taken out of it."""
+
+    version: str | None
+    message: str
+    schemas: tuple[str, ...]
+
+    def line(self) -> str:
+        where = self.version or "before any migration"
+        return f"   ✗ {len(self.schemas):,} × {where}: {self.message}"
+
+    def names(self) -> str:
+        return "     " + _some(self.schemas, NAMED_PER_CAUSE)
+
+
+def causes(failed: Iterable[SchemaResult]) -> list[Cause]:
+    """The failures grouped by cause, the most common first (then by migration), each
+    group's schemas sorted."""
+    groups: dict[tuple[str | None, str], list[str]] = {}
+    for result in failed:
+        failure = result.failure
+        if failure is None:
+            continue
+        key = (failure.version, failure.message.replace(result.schema, SCHEMA))
+        groups.setdefault(key, []).append(result.schema)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][0] or "", kv[0][1]))
+    return [Cause(version, message, tuple(sorted(schemas)))
+            for (version, message), schemas in ordered]
+
+
+def _some(names: Sequence[str], shown: int) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more:,} more" if more > 0 else "")
+
+
+def counts_line(report: RolloutReport) -> str:
     s = report.summary()
+    reverting = report.target.startswith("rollback")
     changed = s["migrated"] + s["rolled_back"]
-    counts = (f"{s['schemas']} schemas: {changed} migrated, {s['up_to_date']} up to date, "
-              f"{s['failed']} failed, {s['skipped']} skipped; {s['applied']} migrations applied "
-              f"in {report.duration_s:.2f} s")
+    return (f"{plural(s['schemas'], 'schema')}: {changed:,} "
+            f"{'rolled back' if reverting else 'migrated'}, {s['up_to_date']:,} up to date, "
+            f"{s['failed']:,} failed, {s['skipped']:,} skipped; "
+            f"{plural(s['applied'], 'migration')} {'reverted' if reverting else 'applied'} "
+            f"in {report.duration_s:.2f} s")
+
+
+def closing_lines(report: RolloutReport) -> list[str]:
+    """The summary after the log: one line when all went well; else the failed schemas
+    (sorted), their causes, each printed once with its count and first schemas, and
+    the skipped ones."""
+    s = report.summary()
+    counts = counts_line(report)
     if report.dry_run:
-        return ["", f"📝 Dry run: {s['planned']} schemas would change; nothing was applied"]
+        return ["", f"📝 Dry run: {plural(s['planned'], 'schema')} would change; "
+                    "nothing was applied"]
     if report.ok and report.target.startswith("rollback"):
-        return ["", f"✅ Rollback complete ({counts.replace('migrated', 'rolled back')})"]
+        return ["", f"✅ Rollback complete ({counts})"]
     if report.ok and s["applied"] == 0 and not s["skipped"]:
-        return ["", f"✅ Everything is up to date ({s['schemas']} schemas checked in "
-                    f"{report.duration_s:.2f} s)"]
+        return ["", f"✅ Everything is up to date ({plural(s['schemas'], 'schema')} checked "
+                    f"in {report.duration_s:.2f} s)"]
+    skipped = _skipped_lines(report)
     if report.ok:
         done = DONE.get(report.target, "Migration")
-        return ["", f"✅ {done} complete ({counts})"]
-    failed = ", ".join(r.schema for r in report.failed[:20])
-    more = f" and {len(report.failed) - 20} more" if len(report.failed) > 20 else ""
-    return ["", f"❌ {len(report.failed)} schema(s) failed: {failed}{more}", f"   ({counts})",
+        return ["", f"✅ {done} complete ({counts})", *skipped]
+    failed = sorted(r.schema for r in report.failed)
+    lines = ["", f"❌ {plural(len(failed), 'schema')} failed: {_some(failed, NAMED)}"]
+    for cause in causes(report.failed):
+        lines += [cause.line(), cause.names()]
+    return [*lines, *skipped, f"   ({counts})",
             "   Fix the cause and re-run: only what is still pending will run."]
 
+
+def _skipped_lines(report: RolloutReport) -> list[str]:
+    by_reason: dict[str, list[str]] = {}
+    for result in report.schemas:
+        if result.outcome is Outcome.SKIPPED:
+            by_reason.setdefault(result.skipped_because or "not started", []).append(
+                result.schema)
+    return [f"   - {plural(len(names), 'schema')} not started ({reason}): "
+            f"{_some(sorted(names), NAMED_PER_CAUSE)}"
+            for reason, names in by_reason.items()]
