@@ -194,10 +194,10 @@ def cli(*args: str, dsn: str | None = None, timeout: float = 120) -> subprocess.
     if dsn is not None:
         command += ["--dsn", dsn]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=_clean_env())
+                          cwd=ROOT, env=clean_env())
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("ARCHIFY_DSN", "DATABASE_URL")}

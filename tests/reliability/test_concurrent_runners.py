@@ -14,9 +14,9 @@ from archify_core import Engine
 from tests.reliability.helpers import (
     PYTHON,
     ROOT,
-    _clean_env,
     build_fleet,
     check_fleet,
+    clean_env,
     tenant_versions,
     tracked_migrations,
 )
@@ -28,7 +28,7 @@ async def _cli_runner(dsn: str, folder: Path, reports: list[dict], codes: list[i
     result = await anyio.run_process(
         [PYTHON, "-m", "archify_core", "--dsn", dsn, "--migrations", str(folder),
          "--concurrency", "4", "tenants", "--json"],
-        cwd=ROOT, env=_clean_env(), check=False)
+        cwd=ROOT, env=clean_env(), check=False)
     codes.append(result.returncode)
     assert b"Traceback" not in result.stderr, result.stderr
     reports.append(json.loads(result.stdout))

@@ -22,10 +22,10 @@ import pytest
 from tests.reliability.helpers import (
     PYTHON,
     ROOT,
-    _clean_env,
     add_steps,
     build_fleet,
     check_fleet,
+    clean_env,
     cli,
     tenant_versions,
     tracked_migrations,
@@ -57,7 +57,7 @@ def _spawn(dsn: str, folder: Path, concurrency: int, use_cli: bool) -> subproces
                 "--concurrency", str(concurrency), "tenants", "--quiet"]
     else:
         args = [PYTHON, "-m", "tests.reliability.runner", dsn, str(folder), str(concurrency)]
-    return subprocess.Popen(args, cwd=ROOT, env=_clean_env(), stdout=subprocess.PIPE,
+    return subprocess.Popen(args, cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

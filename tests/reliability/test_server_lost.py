@@ -10,24 +10,29 @@ password appears nowhere.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import asyncpg
 
 from archify_core import Engine, Notice, Outcome
 from archify_core.events import Event
 from tests.reliability.conftest import PrivateServer
 from tests.reliability.helpers import (
+    PYTHON,
+    ROOT,
     build_fleet,
     check_fleet,
+    clean_env,
     tenant_versions,
     tracked_migrations,
 )
 from tests.reliability.test_connection_faults import _wait_for_active_migration
-from tests.reliability.test_reports import assert_report_matches_ledgers
+from tests.reliability.test_reports import assert_report_matches_ledgers, ledgers
 
 
 @contextmanager
@@ -138,3 +143,52 @@ async def test_a_server_that_stays_away_is_given_up_on_once(
         assert (await engine.migrate("tenants")).ok  # a re-run finishes the job
     check = await check_fleet(private_dsn, versions)
     assert check.consistent and check.complete(len(versions)) == 200, check.describe()
+
+
+async def test_through_the_cli_a_restart_is_two_lines_and_the_report_is_true(
+    private_server: PrivateServer, private_dsn: str, tmp_path: Path
+) -> None:
+    """`archify all --json` while the server is stopped for 3 s: exit 0, no traceback, one
+    line when it is lost and one when it answers again, no password anywhere, and the
+    JSON report says exactly what the ledgers hold."""
+    folder = tracked_migrations(tmp_path / "m", 3, sleep=0.05)
+    await crash_safe(private_dsn)
+    slugs = await build_fleet(private_dsn, folder, 60)
+    versions = tenant_versions(folder)
+    command = [PYTHON, "-m", "archify_core", "--dsn", private_dsn, "--migrations", str(folder),
+               "--concurrency", "6", "all", "--json"]
+    with started_again(private_server):
+        process = await anyio.open_process(command, cwd=ROOT, env=clean_env())
+        async with process:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_for, private_server, private_dsn, 3.0)
+                out, err = await _read_both(process)
+            code = await process.wait()
+    stdout, stderr = out.decode(), err.decode()
+    assert code == 0, stderr
+    assert "Traceback" not in stdout + stderr, stderr
+    assert private_server.password not in stdout + stderr
+    assert stderr.count("lost the server at") == 1, stderr
+    assert stderr.count("answers again") == 1, stderr
+    report = json.loads(stdout)
+    after = await ledgers(private_dsn, [f"tenant_{s}" for s in slugs])
+    for entry in report["schemas"]:
+        if entry["schema"] != "public":
+            assert sorted(after[entry["schema"]]) == sorted(
+                a["version"] for a in entry["applied"]), entry
+    check = await check_fleet(private_dsn, versions)
+    assert check.consistent and check.complete(len(versions)) == 60, check.describe()
+
+
+async def _read_both(process: anyio.abc.Process) -> tuple[bytes, bytes]:
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    async def drain(stream: anyio.abc.ByteReceiveStream | None, into: list[bytes]) -> None:
+        assert stream is not None
+        async for chunk in stream:
+            into.append(chunk)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain, process.stdout, chunks["out"])
+        tg.start_soon(drain, process.stderr, chunks["err"])
+    return b"".join(chunks["out"]), b"".join(chunks["err"])
