@@ -170,20 +170,25 @@ class Engine:
         """Never run more workers than the pool, or than the server has free slots for; a
         concurrency left to the engine takes at most half of the free slots (the rest are
         for the applications, and other runs)."""
-        free = await self.pool.fetchval(
-            "SELECT current_setting('max_connections')::int"
-            " - current_setting('superuser_reserved_connections')::int"
-            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        row = await self.pool.fetchrow(
+            "SELECT current_setting('max_connections')::int AS max,"
+            " current_setting('superuser_reserved_connections')::int AS reserved,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            " AS used"
         )
+        free = row["max"] - row["reserved"] - row["used"]
         # one pool connection is already open; keep one for the fleet reads when the pool
         # allows (with a pool of 1, reads and the one worker take turns)
         share = free if self._concurrency_given else free // 2
         limit = max(1, min(self.pool_size - 1, share))
         if limit < self.concurrency and self._concurrency_given:
-            self._emit(Notice(
-                f"running {limit} schemas at a time instead of {self.concurrency}: the pool "
-                f"has {self.pool_size} connections and the server {free} free slots"
-            ))
+            why = (f"the server has {free} free connection slots (max_connections "
+                   f"{row['max']}, {row['used']} in use, {row['reserved']} kept for "
+                   "superusers)" if share <= self.pool_size - 1 else
+                   f"the pool holds {self.pool_size} connections (--pool-size), one of them "
+                   "for reading the fleet")
+            self._emit(Notice(f"running {limit} schemas at a time, not the "
+                              f"{self.concurrency} asked for: {why}"))
         self.concurrency = min(self.concurrency, limit)
 
     # -- reading ---------------------------------------------------------------

@@ -57,6 +57,8 @@ SCENARIOS = {
         Scenario("rollout", ("001", "002", "003"), ("002_create_tenant_tables",),
                  ("002_create_tenant_tables", "003_add_user_avatar"), "rollout"),
         Scenario("bootstrap", FULL, (), ALL_TENANT, "bootstrap"),
+        # the everyday deploy: one new tenant migration over a fleet archify manages
+        Scenario("deploy", FULL, ALL_TENANT[:2], ALL_TENANT, "deploy"),
         Scenario("noop", FULL, ALL_TENANT, ALL_TENANT, "current"),
         Scenario("status", FULL, ALL_TENANT, ALL_TENANT, "current"),
         Scenario("create-tenant", FULL, ALL_TENANT, ALL_TENANT, "current"),

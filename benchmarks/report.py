@@ -35,7 +35,7 @@ def results_table(results: Sequence[Result]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        if r.scenario == "create-tenant":
+        if r.scenario in ("create-tenant", "start-up"):
             continue
         a, seq, fl = r.median("archify"), r.median("sequential"), r.floor()
         rss = r.rss_mb.get("archify", float("nan"))
@@ -43,6 +43,32 @@ def results_table(results: Sequence[Result]) -> list[str]:
             f"| {r.scenario} | {r.n:,} | {_s(a)} | {_s(seq)} | {_s(fl)} | {_x(a / fl)} "
             f"| {_x(seq / a)} | {_s(r.median('cli'))} | {rss:.0f} |")
     return lines
+
+
+def deploy_table(results: Sequence[Result]) -> list[str]:
+    """What users run: `archify … all` end to end, against the floor and the sequential
+    loop of the same run."""
+    rows = [r for r in results if r.scenario == "deploy" and "cli" in r.times]
+    if not rows:
+        return []
+    lines = ["| deploy, CLI end to end | N | `archify … all` (s) | floor (s) | CLI / floor "
+             "| sequential (s) | sequential / CLI | CLI peak RSS (MB) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        cli, fl, seq = r.median("cli"), r.floor(), r.median("sequential")
+        rss = r.rss_mb.get("cli", float("nan"))
+        lines.append(f"| deploy | {r.n:,} | {_s(cli)} | {_s(fl)} | {_x(cli / fl)} | {_s(seq)} "
+                     f"| {_x(seq / cli)} | {rss:.0f} |")
+    return lines
+
+
+def start_up_table(results: Sequence[Result]) -> list[str]:
+    r = _find(results, "start-up", 0)
+    if r is None:
+        return []
+    return ["| front end, no database | median (s) | p95 (s) |", "| --- | ---: | ---: |",
+            *(f"| `archify {flag}` | {_s(r.median(tool))} | {_s(r.p(tool, 95))} |"
+              for tool, flag in (("help", "--help"), ("version", "--version")))]
 
 
 def wide_floor_table(results: Sequence[Result]) -> list[str]:
@@ -107,6 +133,31 @@ def targets(results: Sequence[Result], latency_ms: float) -> list[str]:
             v = r.median("archify") / r.floor()
             check(f"rollout N=1,000 at +{latency_ms:g} ms: ≤ 1.3× floor", v, v <= 1.3, _x(v))
         return out
+    for n in (2000, 10000):
+        r = _find(results, "deploy", n)
+        if r and "cli" in r.times:
+            v = r.median("cli") / r.floor()
+            check(f"deploy N={n:,}, `archify … all` end to end: ≤ 1.15× floor", v, v <= 1.15,
+                  _x(v))
+            v = r.median("sequential") / r.median("cli")
+            check(f"deploy N={n:,}, CLI: ≥ 3× faster than sequential", v, v >= 3, _x(v))
+    for scenario in ("noop", "status"):
+        r = _find(results, scenario, 10000)
+        if r and "cli" in r.times:
+            v = r.median("cli")
+            check(f"{scenario} N=10,000, CLI end to end: ≤ 0.5 s", v, v <= 0.5, f"{v:.3f} s")
+    r = _find(results, "start-up", 0)
+    if r:
+        for tool in ("help", "version"):
+            v = r.median(tool)
+            check(f"`archify --{tool}`: ≤ 0.15 s", v, v <= 0.15, f"{v:.3f} s")
+    cli_rss = {n: max((r.rss_mb.get("cli", 0) for r in results if r.n == n
+                       and r.scenario == "deploy"), default=0) for n in (1000, 2000, 10000)}
+    small_n = 1000 if cli_rss[1000] else 2000
+    if cli_rss[small_n] and cli_rss[10000]:
+        v = cli_rss[10000] / cli_rss[small_n]
+        check(f"CLI peak RSS deploy N=10,000 ≤ 1.3× N={small_n:,}", v, v <= 1.3,
+              f"{cli_rss[10000]:.0f} / {cli_rss[small_n]:.0f} MB = {_x(v)}")
     r = _find(results, "rollout", 10000)
     if r:
         v = r.median("archify") / r.floor()
@@ -186,8 +237,8 @@ def render(results: Sequence[Result], *, machine_line: str, command: str, repeat
              f"Command: `{command}` — {repeats} repeats, medians; {link}; "
              f"whole run {wall_s / 60:.1f} min.", ""]
     parts += results_table(results) + [""]
-    for table in (wide_floor_table(results), create_table(results),
-                  concurrency_table(results)):
+    for table in (deploy_table(results), start_up_table(results), wide_floor_table(results),
+                  create_table(results), concurrency_table(results)):
         if table:
             parts += table + [""]
     checks = targets(results, latency_ms)

@@ -27,9 +27,16 @@ from archify_core.event_loop import run_async
 
 from . import report, server
 from .fleet import SCENARIOS, build_fleet, load
-from .scenarios import Context, Result, run_create_tenant, run_migrating, run_status
+from .scenarios import (
+    Context,
+    Result,
+    run_create_tenant,
+    run_migrating,
+    run_start_up,
+    run_status,
+)
 
-DEFAULT_SCENARIOS = ["rollout", "bootstrap", "noop", "status", "create-tenant"]
+DEFAULT_SCENARIOS = ["deploy", "rollout", "bootstrap", "noop", "status", "create-tenant"]
 # bootstrap creates ~20 relations per tenant per tool and repeat: by default only up to this N
 BOOTSTRAP_MAX_N = 1000
 
@@ -111,6 +118,8 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
     concurrencies: tuple[int | None, ...] = (None, *dict.fromkeys(args.concurrency))
     ctx = Context(admin_dsn, tool_dsn, root, args.repeats, concurrencies, log)
     results: list[Result] = []
+    if not args.no_cli:
+        results.append(await run_start_up(ctx))
     if proxy_port:
         direct, proxied = await server.round_trip_ms(admin_dsn), await server.round_trip_ms(
             tool_dsn("postgres"))

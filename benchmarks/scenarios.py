@@ -131,12 +131,29 @@ async def run_migrating(ctx: Context, scenario: Scenario, n: int, db: str,
     result = Result(scenario.name, n)
     await _timed_runs(ctx, scenario, n, db, migrations, runs, result, bool(pending))
     if cli:
+        # the deploy is what users type, with the defaults: `archify … all`, its log and
+        # summary on a pipe, as many repeats as the API; the others once, quietly
+        deploy = scenario.name == "deploy"
+        command = ["all"] if deploy else ["tenants", "--quiet"]
+
         async def end_to_end(dsn: str) -> tools.Measured:
-            return await tools.archify_cli(dsn, mdir, ["tenants", "--quiet"])
-        saved, ctx.repeats = ctx.repeats, 1
+            return await tools.archify_cli(dsn, mdir, command)
+        saved, ctx.repeats = ctx.repeats, (ctx.repeats if deploy else 1)
         await _timed_runs(ctx, scenario, n, db, migrations, {"cli": end_to_end}, result,
                           bool(pending), warm_up=False)
         ctx.repeats = saved
+    return result
+
+
+async def run_start_up(ctx: Context) -> Result:
+    """`archify --help` and `archify --version`: what the front end costs before any work
+    (interpreter start, imports), no database."""
+    result = Result("start-up", 0)
+    for _ in range(max(ctx.repeats, 5)):
+        for tool, args in (("help", ["--help"]), ("version", ["--version"])):
+            result.add(tool, await tools.archify_cli(None, None, args))
+    ctx.log(f"  start-up: --help {result.median('help'):.3f} s, "
+            f"--version {result.median('version'):.3f} s")
     return result
 
 

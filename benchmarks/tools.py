@@ -66,10 +66,12 @@ async def archify_api(dsn: str, migrations: Path, work: str, *,
     return Measured(result["seconds"], rss, result["samples"])
 
 
-async def archify_cli(dsn: str, migrations: Path, command: list[str]) -> Measured:
-    """`archify --dsn DSN --migrations DIR <command>` end to end, interpreter start included."""
-    _, seconds, rss = await _run_child([sys.executable, "-m", "benchmarks.cli_rss", "--dsn", dsn,
-                                  "--migrations", str(migrations), *command])
+async def archify_cli(dsn: str | None, migrations: Path | None, command: list[str]) -> Measured:
+    """`archify --dsn DSN --migrations DIR <command>` end to end, interpreter start included
+    (without a DSN and folder: `archify <command>`, e.g. --help)."""
+    where = ["--dsn", dsn, "--migrations", str(migrations)] if dsn and migrations else []
+    _, seconds, rss = await _run_child([sys.executable, "-m", "benchmarks.cli_rss", *where,
+                                        *command])
     return Measured(seconds, rss)
 
 

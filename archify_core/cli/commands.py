@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .._version import __version__
-from ..migration import Scope
 from . import output
-from .options import GlobalOptionsGroup, Settings
-from .render import closing_lines, plural, rollout_title, status_lines
+from .options import SCOPES, GlobalOptionsGroup, Settings
 from .running import EXIT_FAILED, exit_for, fail, guarded, run
 
 if TYPE_CHECKING:
@@ -49,6 +47,8 @@ def _json(value: Any) -> None:
 @pass_settings
 def status(settings: Settings, as_json: bool) -> None:
     """Show applied and pending migrations of public and every tenant."""
+    from .render import status_lines
+
     fleet = run(settings, lambda engine: engine.status())
     if as_json:
         _json(fleet.to_dict())
@@ -62,6 +62,8 @@ def status(settings: Settings, as_json: bool) -> None:
 @pass_settings
 def tenants_list(settings: Settings, as_json: bool) -> None:
     """List every registered tenant."""
+    from .render import plural
+
     tenants = run(settings, lambda engine: engine.list_tenants())
     if as_json:
         _json([{"slug": t.slug, "schema": t.schema, "name": t.name} for t in tenants])
@@ -103,6 +105,7 @@ def _migrate_command(name: str, help_text: str, target: str | None) -> None:
     def command(settings: Settings, max_failures: int | None, fail_fast: bool, dry_run: bool,
                 as_json: bool, quiet: bool, slug: str | None = None) -> None:
         from ..tenants import validate_slug
+        from .render import rollout_title
 
         if slug is not None:
             guarded(lambda: validate_slug(slug))  # before connecting: bad input is exit 2
@@ -122,6 +125,7 @@ def _rollout(settings: Settings, title: str, work: Callable[[Engine], Awaitable[
              *, dry_run: bool, as_json: bool, quiet: bool, reverting: bool = False) -> NoReturn:
     """Run the rollout with its live output, print the report; exit 0 or 1."""
     from .progress import RolloutOutput
+    from .render import closing_lines
 
     sql = None
     if dry_run and not quiet and not as_json:
@@ -160,6 +164,7 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
              fail_fast: bool, dry_run: bool, as_json: bool, quiet: bool) -> None:
     """Revert migrations (newest first) with their DOWNGRADE SQL: --to VERSION or --steps N,
     for --schema public, --tenant SLUG or --all-tenants."""
+    from ..migration import Scope
     from ..planning import rollback_problem
     from ..tenants import validate_slug
 
@@ -257,6 +262,8 @@ def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None
 def validate(settings: Settings, offline: bool) -> None:
     """Check the migration files, and (unless --offline) drift against every schema's ledger.
     Exits 2 on invalid files, 1 on drift or unfinished files."""
+    from .render import plural
+
     migrations = guarded(settings.migration_set)
     unfinished = migrations.unfinished()
     ready = len(migrations) - len(unfinished)
@@ -276,12 +283,13 @@ def validate(settings: Settings, offline: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--scope", type=click.Choice([s.value for s in Scope]), required=True,
+@click.option("--scope", type=click.Choice(SCOPES), required=True,
               help="Where it applies.")
 @click.option("--description", help="MIGRATION_DESCRIPTION (default: from the name).")
 @pass_settings
 def new(settings: Settings, name: str, scope: str, description: str | None) -> None:
     """Write the next-numbered migration file from the guide's template."""
+    from ..migration import Scope
     from ..scaffold import new_migration
 
     path = guarded(lambda: new_migration(settings.migrations, name, Scope(scope), description))

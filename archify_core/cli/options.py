@@ -29,6 +29,7 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
 DEFAULT_SERVER_WAIT = 60.0
+SCOPES = ("public", "tenant", "both")  # migration.Scope's values
 
 
 @dataclass
