@@ -13,6 +13,7 @@ Rich is imported only for a terminal's bar: a pipe or a log file does not pay fo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,8 @@ from ..report import Outcome
 from . import output
 from .render import SCHEMA, plural, rollout_title, schema_lines
 
-TICK_SECONDS = 5.0  # between progress lines when stderr is not a terminal
+# between progress lines when stderr is not a terminal (ARCHIFY_PROGRESS_EVERY=seconds)
+TICK_SECONDS = 5.0
 CAUSE_LINES = 3  # schemas whose failure is printed in the log, per cause
 
 
@@ -146,17 +148,26 @@ class RolloutOutput:
                 tg.cancel_scope.cancel()
 
     async def _tick(self) -> None:
+        every = _seconds_from_env("ARCHIFY_PROGRESS_EVERY", TICK_SECONDS)
         last = time.monotonic()
         while True:
             await anyio.sleep(0.1)
             self._flush_lines()
-            if self._bar is not None or self.quiet or time.monotonic() - last < TICK_SECONDS:
+            if self._bar is not None or self.quiet or time.monotonic() - last < every:
                 continue
             last = time.monotonic()
             line = self.progress_line()
             if line and self.done < self.total:
                 output.stderr.line(line)
                 output.stderr.flush()
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _duration(seconds: float) -> str:
