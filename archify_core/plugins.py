@@ -14,7 +14,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from importlib.metadata import Distribution, EntryPoint
 from typing import Any
 
 import pluggy
@@ -79,7 +82,10 @@ def plugin_label(plugin: object, name: str | None = None) -> str:
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     try:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for entry_point in entry_points(ENTRY_POINT_GROUP):
+            if pm.get_plugin(entry_point.name) or pm.is_blocked(entry_point.name):
+                continue
+            pm.register(entry_point.load(), name=entry_point.name)
     except pluggy.PluginValidationError:
         raise
     except Exception as exc:  # a broken installed plugin: name it instead of a traceback
@@ -87,6 +93,35 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             f"cannot load a plugin of entry-point group {ENTRY_POINT_GROUP!r}: "
             f"{type(exc).__name__}: {exc}; uninstall it or block it with --block-plugin"
         ) from None
+
+
+def entry_points(group: str) -> Iterator[EntryPoint]:
+    """The installed entry points of `group`, as importlib.metadata finds them (the first
+    distribution of a name on sys.path wins), but reading only the entry_points.txt
+    files that mention the group: parsing every installed distribution's metadata
+    costs each command ~50 ms with a few hundred packages (Airflow's) installed."""
+    header = f"[{group}]"
+    seen: set[str] = set()
+    for folder in sys.path:
+        try:
+            names = sorted(os.listdir(folder or "."))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            project = name.split("-", 1)[0].lower().replace(".", "_")
+            if project in seen:
+                continue
+            seen.add(project)
+            path = os.path.join(folder or ".", name)
+            try:
+                with open(os.path.join(path, "entry_points.txt"), encoding="utf-8") as file:
+                    if header not in file.read():
+                        continue
+            except OSError:
+                continue
+            yield from Distribution.at(path).entry_points.select(group=group)
 
 
 def load_plugin_reference(reference: str) -> object:
