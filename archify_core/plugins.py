@@ -17,13 +17,15 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from importlib.metadata import Distribution, EntryPoint
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 log = logging.getLogger("archify")
 ENTRY_POINT_GROUP = "archify"
@@ -121,6 +123,8 @@ def entry_points(group: str) -> Iterator[EntryPoint]:
                         continue
             except OSError:
                 continue
+            from importlib.metadata import Distribution  # ~25 ms: only when a plugin is there
+
             yield from Distribution.at(path).entry_points.select(group=group)
 
 
