@@ -83,6 +83,7 @@ class Engine:
         load_entry_points: bool = True,
         blocked_plugins: Iterable[str] = (),
         on_event: Callable[[Event], None] | None = None,
+        name: str | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
@@ -92,6 +93,7 @@ class Engine:
             raise ConfigurationError(f"pool_size must be at least 1, not {pool_size}")
         check_dsn(dsn)
         self.dsn = dsn
+        self.name = name  # its database's name in a fleet (fleet.py); hooks and results say it
         self._migrations_source = migrations
         # None: sized to the server when the engine opens (see AUTO_CONCURRENCY)
         self._concurrency_given = concurrency is not None
@@ -295,7 +297,7 @@ class Engine:
             async with self.pool.acquire() as conn:
                 keeps = await digest.prepare(conn, lambda message: self._emit(Notice(message)))
             options = replace(options, digest=keeps)
-        return RunContext(options, self.pm, self._emit, self._watch())
+        return RunContext(options, self.pm, self._emit, self._watch(), self.name)
 
     def _plan(self, state: SchemaState) -> SchemaPlan:
         return plan_schema(self.migrations, state, allow_out_of_order=self.allow_out_of_order)
@@ -324,6 +326,7 @@ class Engine:
         if dry_run:
             async for plan in _aiter(plans):
                 result = planned(plan)
+                result.database = self.name
                 report.schemas.append(result)
                 self._emit(SchemaFinished(result))
             return
@@ -331,6 +334,8 @@ class Engine:
                           self.batch_size)
         rollout._failures = len(report.failed)
         await rollout.run(_aiter(plans))
+        for result in report.schemas:  # also those settled without a worker
+            result.database = self.name
 
     def _known_slugs(self, tenants: Sequence[str] | None) -> list[str] | None:
         return None if tenants is None else [validate_slug(s) for s in tenants]

@@ -53,6 +53,7 @@ class RunContext:
     pm: pluggy.PluginManager
     emit: Callable[[Event], None]
     watch: ServerWatch | None = None
+    database: str | None = None  # the engine's name in a fleet
 
 
 class _Retry(Exception):
@@ -123,7 +124,8 @@ class SchemaRun:
         self.options, self.pm, self.emit = ctx.options, ctx.pm, ctx.emit
         options = ctx.options
         state = plan.state
-        self.result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE)
+        self.result = SchemaResult(state.schema, state.slug, Outcome.UP_TO_DATE,
+                                   database=ctx.database)
         self.started = time.perf_counter()
         self.digest = options.digest and state.kind is Scope.TENANT
         self.setup = ledger_setup_sql(state.schema, create=state.ledger is not LedgerShape.CURRENT,
@@ -154,7 +156,7 @@ class SchemaRun:
         self.emit(SchemaStarted(state.schema, pending))
         try:
             await call_hook(self.pm, "archify_before_schema", schema=state.schema,
-                            slug=state.slug, pending=pending)
+                            slug=state.slug, pending=pending, database=self.ctx.database)
         except Exception as exc:
             await self.fail(exc, None)
             return False
@@ -174,7 +176,8 @@ class SchemaRun:
         self.emit(MigrationApplied(state.schema, applied))
         await call_hook_quietly(self.pm, "archify_after_migration", schema=state.schema,
                                 slug=state.slug, applied=applied,
-                                direction=self.plan.direction.value)
+                                direction=self.plan.direction.value,
+                                database=self.ctx.database)
 
     async def run_rest(self, lease: Lease, first_failure: _Retry | None = None) -> None:
         """Run the remaining steps one round trip each, stopping at the first failure
@@ -200,7 +203,7 @@ class SchemaRun:
         await call_hook_quietly(
             self.pm, "archify_on_failure", schema=state.schema, slug=state.slug,
             version=migration.version if migration else None, error=_original(exc),
-            failure=self.result.failure,
+            failure=self.result.failure, database=self.ctx.database,
         )
 
     async def finish(self) -> SchemaResult:

@@ -44,7 +44,9 @@ def archify_rollout_started(target: str, schemas: int, dry_run: bool) -> None:
 
 
 @hookspec
-def archify_before_schema(schema: str, slug: str | None, pending: tuple[str, ...]) -> None:
+def archify_before_schema(
+    schema: str, slug: str | None, pending: tuple[str, ...], database: str | None
+) -> None:
     """Called before the first pending migration of a schema runs.
 
     Only called for schemas with pending work (not for dry runs). `slug` is
@@ -52,15 +54,19 @@ def archify_before_schema(schema: str, slug: str | None, pending: tuple[str, ...
     in a rollback). Raising here fails that schema before anything runs in it
     (reported with the hook's error); the rest of the rollout goes on. Use it
     as a gate: maintenance windows, per-tenant opt-outs, pre-flight checks.
+    `database` is the name of the fleet database the schema is in (None for an
+    engine outside a fleet); like every argument, take it only if you need it.
     """
 
 
 @hookspec
 def archify_after_migration(
-    schema: str, slug: str | None, applied: AppliedMigration, direction: str
+    schema: str, slug: str | None, applied: AppliedMigration, direction: str,
+    database: str | None,
 ) -> None:
     """Called after each migration was committed in a schema, with its version and
-    duration; `direction` is "up" (applied) or "down" (reverted by a rollback).
+    duration; `direction` is "up" (applied) or "down" (reverted by a rollback);
+    `database` the fleet database's name (None outside a fleet).
 
     An exception raised here is logged; the migration stays applied and the
     schema goes on with its next migration.
@@ -69,13 +75,15 @@ def archify_after_migration(
 
 @hookspec
 def archify_on_failure(
-    schema: str, slug: str | None, version: str | None, error: BaseException, failure: Failure
+    schema: str, slug: str | None, version: str | None, error: BaseException, failure: Failure,
+    database: str | None,
 ) -> None:
     """Called when a schema fails, before archify_after_schema.
 
     `version` is the failing migration (None when the failure came before any
     migration ran, e.g. from a before_schema hook); `error` is the exception and
-    `failure` what the report will say. An exception raised here is logged and
+    `failure` what the report will say; `database` the fleet database's name (None
+    outside a fleet). An exception raised here is logged and
     never hides the original error, and the other on_failure implementations
     are still called.
     """
@@ -85,7 +93,8 @@ def archify_on_failure(
 def archify_after_schema(result: SchemaResult) -> None:
     """Called after Archify finished with a schema that had pending work,
     successfully or not, with that schema's result (outcome, applied migrations,
-    failure). An exception raised here is logged and changes no result.
+    failure, and `result.database`: the fleet database's name, None outside a
+    fleet). An exception raised here is logged and changes no result.
     """
 
 

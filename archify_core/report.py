@@ -46,6 +46,7 @@ class SchemaResult:
     duration_ms: float = 0.0
     pending: list[str] = field(default_factory=list)  # dry run: what would run
     skipped_because: str | None = None  # why a skipped schema never started
+    database: str | None = None  # the fleet database it belongs to (None: a lone engine)
 
     @property
     def ok(self) -> bool:
