@@ -239,6 +239,30 @@ class Fleet:
         engine = self._chosen([database])[database]
         return database, await engine.create_tenant(slug, name, **options)
 
+    async def rollback(self, target: Target, *, databases: Iterable[str] | None = None,
+                       **options: Any) -> FleetReport:
+        """Engine.rollback(target, …) in every chosen database at once ("public",
+        "tenants", or slugs: each in the database that holds it)."""
+        if isinstance(target, str):
+            reports, failed = await self._each(lambda e: e.rollback(target, **options),
+                                               databases)
+        else:
+            where = await self.find_tenants(target, databases)
+
+            async def theirs(engine: Engine) -> RolloutReport:
+                slugs = [s for s in target if where.get(s) == engine.name]
+                return await engine.rollback(slugs, **options)
+            reports, failed = await self._each(theirs, set(where.values()))
+        label = "rollback " + (target if isinstance(target, str) else ",".join(target))
+        return FleetReport(label, reports, failed, bool(options.get("dry_run")))
+
+    async def validate(self, databases: Iterable[str] | None = None) -> list[str]:
+        """Engine.validate() of every database, each problem prefixed with its database;
+        a database that cannot be reached is a problem too."""
+        found, failed = await self._each(lambda e: e.validate(), databases)
+        return ([f"{name}: {line}" for name, lines in found.items() for line in lines]
+                + [f"{name}: cannot be checked: {why}" for name, why in failed.items()])
+
     async def drop_tenant(self, slug: str) -> tuple[str, Tenant]:
         [(_, database)] = (await self.find_tenants([slug])).items()
         return database, await self.engines[database].drop_tenant(slug)

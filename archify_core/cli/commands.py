@@ -17,11 +17,11 @@ import click
 from .._version import __version__
 from . import output
 from .options import SCOPES, GlobalOptionsGroup, Settings
-from .running import EXIT_FAILED, exit_for, fail, guarded, run
+from .running import EXIT_FAILED, chosen, exit_for, fail, guarded, run
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from ..report import RolloutReport
+    from ..fleet import Fleet
 
 pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
@@ -47,14 +47,17 @@ def _json(value: Any) -> None:
 @pass_settings
 def status(settings: Settings, as_json: bool) -> None:
     """Show applied and pending migrations of public and every tenant."""
-    from .render import status_lines
+    from ..fleet import FleetWideStatus
+    from .render import fleet_status_lines, status_lines
 
-    fleet = run(settings, lambda engine: engine.status())
+    status = run(settings, lambda on: on.status(**chosen(settings, on)))
     if as_json:
-        _json(fleet.to_dict())
+        _json(status.to_dict())
+    elif isinstance(status, FleetWideStatus):
+        output.stdout.lines(fleet_status_lines(status))
     else:
-        output.stdout.lines(status_lines(fleet))
-    output.exit_with(0)
+        output.stdout.lines(status_lines(status))
+    output.exit_with(EXIT_FAILED if getattr(status, "unreachable", None) else 0)
 
 
 @cli.command("tenants-list")
@@ -64,14 +67,21 @@ def tenants_list(settings: Settings, as_json: bool) -> None:
     """List every registered tenant."""
     from .render import plural
 
-    tenants = run(settings, lambda engine: engine.list_tenants())
+    found = run(settings, lambda on: on.list_tenants(**chosen(settings, on)))
+    by_database, unreachable = found if isinstance(found, tuple) else ({None: found}, {})
+    rows = [{"slug": t.slug, "schema": t.schema, "name": t.name,
+             **({"database": name} if name else {})}
+            for name, tenants in by_database.items() for t in tenants]
     if as_json:
-        _json([{"slug": t.slug, "schema": t.schema, "name": t.name} for t in tenants])
+        _json(rows)
     else:
-        output.stdout.lines([f"🏢 {plural(len(tenants), 'tenant')}",
-                             *(f"  {t.slug} ({t.schema}) {t.name or ''}".rstrip()
-                               for t in tenants)])
-    output.exit_with(0)
+        output.stdout.lines([f"🏢 {plural(len(rows), 'tenant')}",
+                             *(f"  {r['slug']} ({r['schema']}) {r['name'] or ''}".rstrip()
+                               + (f" [{r['database']}]" if "database" in r else "")
+                               for r in rows)])
+    for name, why in unreachable.items():
+        output.error(f"database {name} could not be read: {why}")
+    output.exit_with(EXIT_FAILED if unreachable else 0)
 
 
 # -- migrating -----------------------------------------------------------------------
@@ -112,7 +122,8 @@ def _migrate_command(name: str, help_text: str, target: str | None) -> None:
         limit = _max_failures(max_failures, fail_fast)
         migrate_target: str | list[str] = target or [slug or ""]
         _rollout(settings, rollout_title(target or slug or "", dry_run),
-                 lambda e: e.migrate(migrate_target, max_failures=limit, dry_run=dry_run),
+                 lambda on: on.migrate(migrate_target, max_failures=limit, dry_run=dry_run,
+                                       **chosen(settings, on)),
                  dry_run=dry_run, as_json=as_json, quiet=quiet)
 
     command.__doc__ = help_text
@@ -121,11 +132,12 @@ def _migrate_command(name: str, help_text: str, target: str | None) -> None:
     cli.command(name)(command)
 
 
-def _rollout(settings: Settings, title: str, work: Callable[[Engine], Awaitable[RolloutReport]],
+def _rollout(settings: Settings, title: str, work: Callable[[Any], Awaitable[Any]],
              *, dry_run: bool, as_json: bool, quiet: bool, reverting: bool = False) -> NoReturn:
     """Run the rollout with its live output, print the report; exit 0 or 1."""
+    from ..fleet import FleetReport
     from .progress import RolloutOutput
-    from .render import closing_lines
+    from .render import closing_lines, fleet_closing_lines
 
     sql = None
     if dry_run and not quiet and not as_json:
@@ -139,8 +151,10 @@ def _rollout(settings: Settings, title: str, work: Callable[[Engine], Awaitable[
     if as_json:
         _json(report.to_dict())
     else:
-        lines = closing_lines(report)
-        output.stdout.lines(lines[1:] if quiet else lines)
+        lines = (fleet_closing_lines(report) if isinstance(report, FleetReport)
+                 else closing_lines(report))
+        output.stdout.lines(lines[-1:] if quiet and isinstance(report, FleetReport)
+                            else lines[1:] if quiet else lines)
     exit_for(report.ok)
 
 
@@ -168,8 +182,8 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
     from ..planning import rollback_problem
     from ..tenants import validate_slug
 
-    chosen = [bool(schema), bool(tenants), all_tenants]
-    if sum(chosen) != 1:
+    picked = [bool(schema), bool(tenants), all_tenants]
+    if sum(picked) != 1:
         fail("choose exactly one of --schema public, --tenant SLUG, --all-tenants")
     # before connecting: bad input is exit 2 whatever the DSN
     for slug in tenants:
@@ -183,8 +197,8 @@ def rollback(settings: Settings, to: str | None, steps: int | None, schema: str 
     label = target if isinstance(target, str) else ", ".join(target)
     title = f"⏪ Rolling back {label}{' (dry run)' if dry_run else ''}..."
     _rollout(settings, title,
-             lambda e: e.rollback(target, to=to, steps=steps, max_failures=limit,
-                                  dry_run=dry_run),
+             lambda on: on.rollback(target, to=to, steps=steps, max_failures=limit,
+                                    dry_run=dry_run, **chosen(settings, on)),
              dry_run=dry_run, as_json=as_json, quiet=quiet, reverting=True)
 
 
@@ -216,15 +230,24 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
         output.stdout.lines([f"-- dry run: create tenant {slug} (one transaction)", *lines])
         output.exit_with(0)
 
-    async def work(engine: Engine) -> str:
+    async def work(on: Engine | Fleet) -> str:
+        from ..fleet import Fleet
+
+        where = ""
         try:
-            tenant = await engine.create_tenant(slug, name, admin_email=admin_email,
+            if isinstance(on, Fleet):  # placed by room, or on --database
+                database, tenant = await on.create_tenant(
+                    slug, name, database=settings.databases[0] if settings.databases else None,
+                    admin_email=admin_email, migrate=not no_migrate)
+                where = f" in database {database}"
+            else:
+                tenant = await on.create_tenant(slug, name, admin_email=admin_email,
                                                 migrate=not no_migrate)
         except TenantExistsError as exc:
             if not if_not_exists:
                 raise
             return f"= {exc}"
-        return f"✅ created tenant {tenant.slug} (schema {tenant.schema})"
+        return f"✅ created tenant {tenant.slug} (schema {tenant.schema}){where}"
 
     output.stdout.line(run(settings, work))
     output.exit_with(0)
@@ -249,8 +272,10 @@ def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None
         if not sys.stdin.isatty():
             fail(f"dropping {schema} deletes all its data; pass --yes to confirm")
         click.confirm(f"Drop {schema} and all its data?", abort=True)
-    tenant = run(settings, lambda engine: engine.drop_tenant(slug))
-    output.stdout.line(f"🗑  dropped tenant {tenant.slug} (schema {tenant.schema})")
+    dropped = run(settings, lambda on: on.drop_tenant(slug))
+    where, tenant = dropped if isinstance(dropped, tuple) else (None, dropped)
+    output.stdout.line(f"🗑  dropped tenant {tenant.slug} (schema {tenant.schema})"
+                       + (f" from database {where}" if where else ""))
     output.exit_with(0)
 
 
@@ -272,7 +297,7 @@ def validate(settings: Settings, offline: bool) -> None:
     if offline:
         problems = [f"{m.path.name} is unfinished: {m.unfinished}" for m in unfinished]
     else:
-        problems = run(settings, lambda engine: engine.validate())
+        problems = run(settings, lambda on: on.validate(**chosen(settings, on)))
     if problems:
         output.stdout.lines([f"✗ {p}" for p in problems])
         output.exit_with(EXIT_FAILED)

@@ -19,6 +19,8 @@ from click.core import ParameterSource
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..events import Event
+    from ..fleet import Fleet
+    from ..fleet_config import Database
     from ..migration import MigrationSet
     from ..steps import ExecutionOptions
 
@@ -47,6 +49,8 @@ class Settings:
     plugins: tuple[str, ...] = ()
     blocked_plugins: tuple[str, ...] = ()
     allow_out_of_order: bool = False
+    fleet: Path | None = None
+    databases: tuple[str, ...] = ()
     _loaded: MigrationSet | None = field(default=None, repr=False)
 
     def migration_set(self) -> MigrationSet:
@@ -66,18 +70,54 @@ class Settings:
                                 statement_timeout=self.statement_timeout, retries=self.retries,
                                 server_wait=self.server_wait, digest=True)
 
-    def engine(self, dsn: str, on_event: Callable[[Event], None] | None = None) -> Engine:
-        from ..engine import Engine
+    def fleet_databases(self) -> list[Database] | None:
+        """The fleet's databases (--fleet, $ARCHIFY_FLEET or ./archify.toml), or None for
+        one database. --dsn means one database: an archify.toml in the folder is then
+        left alone, and --fleet with it is a mistake."""
+        from ..errors import ConfigurationError
+        from ..fleet_config import choose, find_fleet_file, load_fleet_file
+
+        if self.dsn is not None:
+            if self.fleet is not None:
+                raise ConfigurationError("--dsn names one database and --fleet a fleet: "
+                                         "give one of them")
+            if self.databases:
+                raise ConfigurationError("--database picks databases of a fleet file; with "
+                                         "--dsn there is only that one")
+            return None
+        path = find_fleet_file(self.fleet)
+        if path is None:
+            if self.databases:
+                raise ConfigurationError("--database needs a fleet file (archify.toml here, "
+                                         "--fleet PATH or ARCHIFY_FLEET)")
+            return None
+        databases = load_fleet_file(path)
+        choose(databases, self.databases)  # an unknown name is refused before anything
+        return databases
+
+    def make_fleet(self, databases: list[Database],
+                   on_event: Callable[[Event], None] | None = None) -> Fleet:
+        from ..fleet import Fleet
+
+        return Fleet(databases, self.migration_set(), on_event=on_event,
+                     **self._engine_options())
+
+    def _engine_options(self) -> dict[str, Any]:
         from ..plugins import load_plugin_reference
 
-        return Engine(
-            dsn, self.migration_set(), concurrency=self.concurrency,
-            batch_size=self.batch_size, lock_timeout=self.lock_timeout,
-            statement_timeout=self.statement_timeout, retries=self.retries,
-            server_wait=self.server_wait, allow_out_of_order=self.allow_out_of_order,
+        return dict(
+            concurrency=self.concurrency, batch_size=self.batch_size,
+            lock_timeout=self.lock_timeout, statement_timeout=self.statement_timeout,
+            retries=self.retries, server_wait=self.server_wait,
+            allow_out_of_order=self.allow_out_of_order,
             plugins=[load_plugin_reference(p) for p in self.plugins],
-            blocked_plugins=self.blocked_plugins, on_event=on_event,
+            blocked_plugins=self.blocked_plugins,
         )
+
+    def engine(self, dsn: str, on_event: Callable[[Event], None] | None = None) -> Engine:
+        from ..engine import Engine
+
+        return Engine(dsn, self.migration_set(), on_event=on_event, **self._engine_options())
 
 
 def _global_options() -> list[click.Option]:
@@ -85,6 +125,11 @@ def _global_options() -> list[click.Option]:
     return [
         click.Option(["--dsn"], help="PostgreSQL DSN [env ARCHIFY_DSN or DATABASE_URL; "
                      "default: an embedded server under .archify/]"),
+        click.Option(["--fleet"], type=click.Path(path_type=Path),
+                     help="Fleet file naming several databases [env ARCHIFY_FLEET; "
+                          "default: ./archify.toml if it exists]"),
+        click.Option(["--database", "databases"], multiple=True, metavar="NAME",
+                     help="Only this database of the fleet (repeatable)."),
         click.Option(["--migrations"], type=click.Path(path_type=Path),
                      help="Folder of migration files. [default: migrations]"),
         click.Option(["--concurrency"], type=click.IntRange(min=1),

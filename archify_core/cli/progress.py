@@ -74,12 +74,18 @@ class RolloutOutput:
             self._note(f"  ℹ {event.message}")
 
     def _start(self, event: RolloutStarted) -> None:
-        self.total, self.concurrency = event.schemas, event.concurrency
-        self.started = time.monotonic()
-        if self.log:
-            self._print([self.title or rollout_title(event.target, event.dry_run)])
-        if not self.quiet and event.schemas > 1 and output.stderr.is_terminal:
-            self._bar, self._task = _terminal_bar(event.schemas, event.concurrency)
+        """A rollout started; over a fleet, each database's adds to the totals."""
+        first = self.started is None
+        self.total += event.schemas
+        self.concurrency += event.concurrency
+        if first:
+            self.started = time.monotonic()
+            if self.log:
+                self._print([self.title or rollout_title(event.target, event.dry_run)])
+        if self._bar is not None:
+            self._bar.update(self._task, total=self.total)
+        elif not self.quiet and self.total > 1 and output.stderr.is_terminal:
+            self._bar, self._task = _terminal_bar(self.total, self.concurrency)
 
     def _finished(self, event: SchemaFinished) -> None:
         self.done += 1

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..report import Outcome, RolloutReport, SchemaResult
 from ..status import FleetStatus, SchemaStatus
+
+if TYPE_CHECKING:
+    from ..fleet import FleetReport, FleetWideStatus
 
 RULE = "=" * 60
 TITLES = {
@@ -83,7 +87,8 @@ def schema_lines(result: SchemaResult, sql: dict[str, str] | None = None, *,
     `sql` is given; a rollback says what it reverted."""
     if result.outcome in (Outcome.UP_TO_DATE, Outcome.SKIPPED):
         return []
-    lines = ["", f"  {result.schema}:"]
+    where = f" ({result.database})" if result.database else ""
+    lines = ["", f"  {result.schema}{where}:"]
     if reverting:
         lines += [f"    ↩ reverted {m.version} ({m.duration_ms:.0f} ms)" for m in result.applied]
     else:
@@ -173,6 +178,41 @@ def closing_lines(report: RolloutReport) -> list[str]:
         lines += [cause.line(), cause.names()]
     return [*lines, *skipped, f"   ({counts})",
             "   Fix the cause and re-run: only what is still pending will run."]
+
+
+def fleet_status_lines(status: FleetWideStatus) -> list[str]:
+    """The guide's status of each database, under its name, then the ones not reached."""
+    lines: list[str] = []
+    for name, one in status.databases.items():
+        lines += [f"🗄  database {name}", *status_lines(one), ""]
+    lines += [f"✗ database {name} could not be read: {why}"
+              for name, why in status.unreachable.items()]
+    total = sum(len(s.tenants) for s in status.databases.values())
+    lines.append(f"🌐 {plural(len(status.databases) + len(status.unreachable), 'database')}, "
+                 f"{plural(total, 'tenant')}, {status_pending(status)} pending")
+    return lines
+
+
+def status_pending(status: FleetWideStatus) -> str:
+    return plural(sum(s.pending_count for s in status.databases.values()), "migration")
+
+
+def fleet_closing_lines(report: FleetReport) -> list[str]:
+    """Each database's summary under its name, the unreachable ones, one fleet line."""
+    lines: list[str] = []
+    for name, one in report.databases.items():
+        lines += [line if i else f"🗄  {name}:" for i, line in enumerate(closing_lines(one))]
+    for name, why in report.unreachable.items():
+        lines += ["", f"✗ database {name} was not reached: {why}; none of its schemas "
+                      "were touched (a re-run migrates them)"]
+    s = report.summary()
+    changed = s.get("migrated", 0) + s.get("rolled_back", 0)
+    mark = "✅" if report.ok else "❌"
+    lines += ["", f"{mark} fleet: {plural(s['databases'], 'database')} "
+                  f"({s['unreachable']:,} not reached), {plural(s.get('schemas', 0), 'schema')}: "
+                  f"{changed:,} changed, {s.get('failed', 0):,} failed, "
+                  f"{s.get('skipped', 0):,} skipped"]
+    return lines
 
 
 def _skipped_lines(report: RolloutReport) -> list[str]:

@@ -11,13 +11,14 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from . import output
 from .options import Settings
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..fleet import Fleet
+    from ..fleet_config import Database
     from .progress import RolloutOutput
 
 T = TypeVar("T")
@@ -41,10 +42,12 @@ def guarded(make: Callable[[], T]) -> T:
         fail(str(exc))
 
 
-def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
+def run(settings: Settings, work: Callable[[Any], Awaitable[T]],
         progress: RolloutOutput | None = None) -> T:
     """Resolve the database (starting the embedded one if none is given), open an Engine
-    on it and run `work`; map every error to a message and an exit code."""
+    on it, or a Fleet over the fleet file's databases, and run `work` on it; map every
+    error to a message and an exit code. `work` calls the methods Engine and Fleet share
+    (a fleet's take `databases=`: see `chosen`)."""
     from ..dsn import dsn_from_env, redact
     from ..errors import ArchifyError, TenantCreationError, sole_error
     from ..event_loop import run_async
@@ -58,6 +61,9 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
                 fail("--dsn is empty; give a DSN, or leave the option out to use "
                      "ARCHIFY_DSN, DATABASE_URL or the embedded server")
             settings.migration_set()  # bad files are named before anything starts
+            databases = settings.fleet_databases()
+            if databases is not None:
+                return run_async(_on_fleet, settings, databases, work, progress)
             dsn = dsn or dsn_from_env() or _embedded(stack)
 
             async def main() -> T:
@@ -75,6 +81,22 @@ def run(settings: Settings, work: Callable[[Engine], Awaitable[T]],
         if isinstance(inner, ArchifyError):
             fail(str(inner))
         fail(_database_error(exc, redact(dsn) if dsn else "the database"))
+
+
+async def _on_fleet(settings: Settings, databases: list[Database],
+                    work: Callable[[Fleet], Awaitable[T]], progress: RolloutOutput | None) -> T:
+    async with settings.make_fleet(databases, progress) as fleet:
+        if progress is None:
+            return await work(fleet)
+        async with progress.ticking():
+            return await work(fleet)
+
+
+def chosen(settings: Settings, target: object) -> dict[str, Any]:
+    """The keyword a fleet's method takes for --database (nothing for one Engine)."""
+    from ..fleet import Fleet
+
+    return {"databases": settings.databases or None} if isinstance(target, Fleet) else {}
 
 
 def _database_error(exc: Exception, where: str) -> str:
