@@ -201,7 +201,8 @@ def fleet_closing_lines(report: FleetReport) -> list[str]:
     """Each database's summary under its name, the unreachable ones, one fleet line."""
     lines: list[str] = []
     for name, one in report.databases.items():
-        lines += [line if i else f"🗄  {name}:" for i, line in enumerate(closing_lines(one))]
+        own = closing_lines(one)  # a blank line, the summary line, then any details
+        lines += ["", f"🗄  {name}: {own[1]}", *own[2:]]
     for name, why in report.unreachable.items():
         lines += ["", f"✗ database {name} was not reached: {why}; none of its schemas "
                       "were touched (a re-run migrates them)"]
