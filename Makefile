@@ -6,7 +6,7 @@ ARCHIFY := $(BIN)/archify
 STAMP := $(VENV)/.installed
 TENANT ?= acme
 
-.PHONY: demo test lint soak bench install migrate-status migrate-public migrate-tenants \
+.PHONY: demo test lint soak bench bench-fleets install migrate-status migrate-public migrate-tenants \
         migrate-tenant migrate-all clean
 
 $(STAMP): pyproject.toml Makefile
@@ -42,6 +42,10 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --write-docs
+
+## One rollout over 3 databases on 3 servers (docs/fleets.md).
+bench-fleets: $(STAMP)
+	$(BIN)/python -m benchmarks.fleets --servers 3 --n 2000
 
 migrate-status: $(STAMP)
 	$(ARCHIFY) status

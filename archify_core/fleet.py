@@ -109,7 +109,21 @@ class Fleet:
         async with anyio.create_task_group() as tg:
             for database in self.databases:
                 tg.start_soon(self._open, database, migrations)
+        self._share_servers()
         return self
+
+    def _share_servers(self) -> None:
+        """Databases on one server share its free slots: each engine left to size itself
+        took its share as if alone (they opened at once), so each gets 1/k of it."""
+        on_server: dict[tuple[str, str], list[Engine]] = {}
+        for database in self.databases:
+            engine = self.engines.get(database.name)
+            if engine is not None and database.concurrency is None:
+                on_server.setdefault(server_of(database.dsn), []).append(engine)
+        for engines in on_server.values():
+            for engine in engines:
+                if not engine._concurrency_given:
+                    engine.concurrency = max(1, engine.concurrency // len(engines))
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -266,6 +280,17 @@ class Fleet:
     async def drop_tenant(self, slug: str) -> tuple[str, Tenant]:
         [(_, database)] = (await self.find_tenants([slug])).items()
         return database, await self.engines[database].drop_tenant(slug)
+
+
+def server_of(dsn: str) -> tuple[str, str]:
+    """The server a DSN points at (host or socket folder, port), from the DSN alone."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    port = str(parts.port or (query.get("port") or ["5432"])[0])
+    return host, port
 
 
 def _is_database_error(exc: ArchifyError) -> bool:

@@ -34,7 +34,7 @@ class Measured:
     samples: list[float] = field(default_factory=list)
 
 
-async def _run_child(argv: list[str]) -> tuple[str, float, float]:
+async def run_child(argv: list[str]) -> tuple[str, float, float]:
     """Run a child to completion, without blocking the event loop: (stdout, wall seconds,
     the child's own peak RSS in MB, which it writes at exit, see peak_rss)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +54,7 @@ async def archify_api(dsn: str, migrations: Path, work: str, *,
                       concurrency: int | None = None, count: int = 0,
                       prefix: str = "bench_new_") -> Measured:
     """`concurrency` None: the engine's own (sized to the server)."""
-    out, _, rss = await _run_child([
+    out, _, rss = await run_child([
         sys.executable, "-m", "benchmarks.archify_runner", "--dsn", dsn,
         "--migrations", str(migrations), "--work", work,
         *(["--concurrency", str(concurrency)] if concurrency is not None else []),
@@ -70,7 +70,7 @@ async def archify_cli(dsn: str | None, migrations: Path | None, command: list[st
     """`archify --dsn DSN --migrations DIR <command>` end to end, interpreter start included
     (without a DSN and folder: `archify <command>`, e.g. --help)."""
     where = ["--dsn", dsn, "--migrations", str(migrations)] if dsn and migrations else []
-    _, seconds, rss = await _run_child([sys.executable, "-m", "benchmarks.cli_rss", *where,
+    _, seconds, rss = await run_child([sys.executable, "-m", "benchmarks.cli_rss", *where,
                                         *command])
     return Measured(seconds, rss)
 

@@ -24,8 +24,9 @@ from archify_core import (
     load_fleet_file,
 )
 from archify_core.embedded import with_database
+from archify_core.engine import AUTO_CONCURRENCY
 from archify_core.events import Event
-from archify_core.fleet import place
+from archify_core.fleet import place, server_of
 from tests.conftest import _run_admin
 from tests.fleet import add_migration, ledger_versions, register_tenants
 from tests.reliability.conftest import PrivateServer
@@ -91,6 +92,9 @@ async def test_one_rollout_migrates_every_database(
     async with Fleet(databases, migrations_dir, load_entry_points=False,
                      plugins=[Plugin()]) as fleet:
         assert fleet.engines["ap"].concurrency <= 3  # its own bound
+        # eu and us share one server: together they take what one engine alone would
+        assert fleet.engines["eu"].concurrency + fleet.engines["us"].concurrency \
+            <= AUTO_CONCURRENCY
         report = await fleet.migrate("tenants")
     assert report.ok and not report.unreachable
     assert report.summary()["migrated"] == 36 and report.summary()["databases"] == 3
@@ -126,6 +130,8 @@ async def test_placement_and_a_slug_taken_anywhere(
 ) -> None:
     assert place({"a": 4, "b": 3}, {"a": 2, "b": 1}) == "a"  # 2 per weight < 3
     assert place({"a": 1, "b": 1}, {"a": 1, "b": 1}) == "a"
+    assert server_of("postgresql://u:p@db1:6432/x") == ("db1", "6432")
+    assert server_of("postgresql://u@/x?host=/run/pg") == ("/run/pg", "5432")
     await _spread(databases, migrations_dir, 0)
     weighted = [Database(d.name, d.dsn, weight=w) for d, w in zip(databases, (1, 1, 2),
                                                                     strict=True)]
