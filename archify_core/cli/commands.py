@@ -265,13 +265,22 @@ def validate(settings: Settings, offline: bool) -> None:
     if offline:
         problems = [f"{m.path.name} is unfinished: {m.unfinished}" for m in unfinished]
     else:
-        problems = run(settings, lambda engine: engine.validate())
+        problems, warnings = run(settings, _validate)
+        output.stderr.lines([f"  ℹ lint: {w}" for w in warnings])
     if problems:
         output.stdout.lines([f"✗ {p}" for p in problems])
         output.exit_with(EXIT_FAILED)
     if not offline:
         output.stdout.line("✓ no drift: every applied migration matches its file")
     output.exit_with(0)
+
+
+async def _validate(engine: Engine) -> tuple[list[str], list[str]]:
+    """The problems, and the lint findings of the pending migrations (warnings: they do
+    not fail validate; `archify lint` is the gate)."""
+    problems = await engine.validate()
+    report = await engine.pending_lint()
+    return problems, [f"{f.describe()}; safer: {f.safe}" for f in report.standing]
 
 
 @cli.command()

@@ -10,7 +10,15 @@ from pglast import ast as pg
 from ..errors import ConfigurationError
 from ..migration import Migration
 from .findings import Finding, LintReport
-from .parsing import ParsedSql, SqlSyntaxError, Statement, parse, python_step_literals, sql_line
+from .parsing import (
+    ParsedSql,
+    SqlLiteral,
+    SqlSyntaxError,
+    Statement,
+    parse,
+    python_step_literals,
+    sql_literal,
+)
 from .rules import BUILTIN_RULES, SILENCE_WITHOUT_REASON, SYNTAX_ERROR, Hit, LintContext, Rule
 from .silencing import LintConfig, Silence, python_silences, silence_in
 
@@ -118,14 +126,13 @@ def _parse_upgrade(migration: Migration, source: str, file: _File) -> list[Parse
         literals, skipped = python_step_literals(source, "upgrade")
         file.report.notes += [f"{file.name}:{line}: SQL built at run time is not linted"
                               for line in skipped]
-        pieces = [(lit.sql, lit.line) for lit in literals]
+        pieces: list[SqlLiteral] = literals
     else:
-        pieces = [(migration.upgrade_sql, sql_line(source, "upgrade", "UPGRADE_SQL",
-                                                   migration.upgrade_sql))]
+        pieces = [sql_literal(source, "upgrade", "UPGRADE_SQL", migration.upgrade_sql)]
     parsed: list[ParsedSql] = []
-    for sql, line in pieces:
+    for literal in pieces:
         try:
-            piece = parse(sql, line)
+            piece = parse(literal.sql, literal.line, spans_lines=literal.spans_lines)
         except SqlSyntaxError as exc:
             file.add(SYNTAX_ERROR, exc.line, f"does not parse: {exc.message}")
             return None

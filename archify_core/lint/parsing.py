@@ -50,10 +50,12 @@ class SqlSyntaxError(Exception):
         self.message, self.line = message, line
 
 
-def parse(sql: str, first_line: int = 1) -> ParsedSql:
-    """Parse `sql`, whose first character is on line `first_line` of its file."""
+def parse(sql: str, first_line: int = 1, *, spans_lines: bool = True) -> ParsedSql:
+    """Parse `sql`, whose first character is on line `first_line` of its file; when the
+    SQL's lines are not the file's (`spans_lines` False: a one-line literal with \\n
+    escapes, SQL built at import time), every statement is on `first_line`."""
     def line_of(offset: int) -> int:
-        return first_line + sql.count("\n", 0, offset)
+        return first_line + (sql.count("\n", 0, offset) if spans_lines else 0)
 
     try:
         raws = parse_sql(sql)
@@ -99,33 +101,41 @@ def walk(node: Any) -> Iterator[pg.Node]:
 
 @dataclass(frozen=True, slots=True)
 class SqlLiteral:
-    """An SQL string literal of a Python migration, and the line it starts on."""
+    """An SQL string of a Python migration, the line it starts on, and whether its lines
+    are the file's (a literal written over as many lines as its value has)."""
 
     sql: str
     line: int
+    spans_lines: bool = True
 
 
-def sql_line(source: str, name: str, const: str, sql: str) -> int:
-    """The file's line where `sql` starts: the literal returned by `name()` or assigned
-    to `const` when it is that very string, else the line of the def or assignment
-    (SQL built at import time), else 1."""
+def sql_literal(source: str, name: str, const: str, sql: str) -> SqlLiteral:
+    """`sql` placed in the file: the literal returned by `name()` or assigned to `const`
+    when it is that very string, else on the line of the def or assignment (SQL built
+    at import time), else on line 1."""
     tree = ast.parse(source)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             for ret in ast.walk(node):
                 if isinstance(ret, ast.Return) and ret.value is not None:
-                    return _literal_line(ret.value, sql) or node.lineno
-            return node.lineno
+                    return _literal(ret.value, sql, node.lineno)
+            return SqlLiteral(sql, node.lineno, spans_lines=False)
         if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == const for t in node.targets):
-            return _literal_line(node.value, sql) or node.lineno
-    return 1
+            return _literal(node.value, sql, node.lineno)
+    return SqlLiteral(sql, 1, spans_lines=False)
 
 
-def _literal_line(value: ast.expr, sql: str) -> int | None:
+def _literal(value: ast.expr, sql: str, fallback: int) -> SqlLiteral:
     if isinstance(value, ast.Constant) and value.value == sql:
-        return value.lineno
-    return None
+        return _of(value)
+    return SqlLiteral(sql, fallback, spans_lines=False)
+
+
+def _of(constant: ast.Constant) -> SqlLiteral:
+    text = str(constant.value)
+    spans = (constant.end_lineno or constant.lineno) - constant.lineno == text.count("\n")
+    return SqlLiteral(text, constant.lineno, spans_lines=spans)
 
 
 def python_step_literals(source: str, name: str) -> tuple[list[SqlLiteral], list[int]]:
@@ -142,7 +152,7 @@ def python_step_literals(source: str, name: str) -> tuple[list[SqlLiteral], list
                 continue
             first = call.args[0]
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                literals.append(SqlLiteral(first.value, first.lineno))
+                literals.append(_of(first))
             else:
                 skipped.append(call.lineno)
     return literals, skipped
