@@ -253,6 +253,26 @@ def test_stakes_weigh_a_finding_over_every_tenant(dsn: str, migrations_dir: Path
     assert finding.stakes.endswith(" in tenant_acme")
 
 
+def test_stakes_without_a_registry_yet(dsn: str, migrations_dir: Path) -> None:
+    write(migrations_dir, "ALTER TABLE users ALTER COLUMN full_name TYPE text;")
+
+    async def main() -> LintReport:
+        async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+            return await engine.lint([VERSION])
+
+    [finding] = anyio.run(main).standing
+    assert finding.stakes == "users is in no tenant yet"
+
+
+def test_cli_lint_with_a_dsn_says_the_stakes(dsn: str, migrations_dir: Path) -> None:
+    anyio.run(migrated_fleet, dsn, migrations_dir, ["acme", "corp"])
+    write(migrations_dir, "ALTER TABLE users ALTER COLUMN full_name SET NOT NULL;")
+    result = archify("lint", "--json", dsn=dsn, migrations=migrations_dir)
+    assert result.returncode == 1, result.stderr
+    [finding] = json.loads(result.stdout)
+    assert finding["stakes"].startswith("scans users in 2 tenants, ")
+
+
 # -- the CLI --------------------------------------------------------------------------
 
 def test_cli_exit_codes_and_json(migrations_dir: Path, tmp_path: Path) -> None:

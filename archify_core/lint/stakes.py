@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+import asyncpg
+
 from ..ledger import Queryable
 from ..migration import Migration
 from .findings import LintReport
@@ -20,7 +22,6 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND c.relname = ANY($1::text[])
   AND (n.nspname = 'public' OR n.nspname IN (SELECT schema_name FROM public.tenants))
 """
-REGISTRY_EXISTS = "SELECT to_regclass('public.tenants') IS NOT NULL"
 PUBLIC_ONLY = STAKES_QUERY.replace(
     " OR n.nspname IN (SELECT schema_name FROM public.tenants)", "")
 
@@ -34,12 +35,15 @@ class TableSize:
 
 
 async def read_stakes(conn: Queryable, tables: Iterable[str]) -> list[TableSize]:
-    """The size of each of `tables` in public and every tenant schema: one query."""
+    """The size of each of `tables` in public and every tenant schema: one query (two
+    when there is no registry yet: public's tables alone)."""
     names = sorted(set(tables))
     if not names:
         return []
-    query = STAKES_QUERY if await conn.fetchval(REGISTRY_EXISTS) else PUBLIC_ONLY
-    rows = await conn.fetch(query, names)
+    try:
+        rows = await conn.fetch(STAKES_QUERY, names)
+    except asyncpg.UndefinedTableError:  # no public.tenants yet
+        rows = await conn.fetch(PUBLIC_ONLY, names)
     return [TableSize(r["schema"], r["table"], r["bytes"], r["rows"]) for r in rows]
 
 
