@@ -191,14 +191,32 @@ def _names_a_schema(ctx: LintContext) -> Iterator[Hit]:
 
 
 def _schemas_named(node: pg.Node) -> Iterator[str]:
+    """The schemas a statement names: qualified tables, types, functions, dropped
+    objects, and a schema it creates."""
     for child in walk(node):
-        if (isinstance(child, pg.RangeVar) and child.schemaname
-                and child.schemaname not in SYSTEM_SCHEMAS):
-            yield child.schemaname
+        if isinstance(child, pg.RangeVar | pg.CreateSchemaStmt):
+            yield from _other(child.schemaname)
+        elif isinstance(child, pg.FuncCall | pg.CreateFunctionStmt):
+            yield from _qualifier(child.funcname)
+        elif isinstance(child, pg.TypeName):
+            yield from _qualifier(child.names)
+        elif isinstance(child, pg.CreateEnumStmt):
+            yield from _qualifier(child.typeName)
     if isinstance(node, pg.DropStmt):
         for names in node.objects or ():
-            if isinstance(names, tuple) and len(names) > 1 and names[0].sval not in SYSTEM_SCHEMAS:
-                yield names[0].sval
+            if isinstance(names, tuple):
+                yield from _qualifier(names)
+
+
+def _qualifier(names: tuple[pg.Node, ...] | None) -> Iterator[str]:
+    """The schema of a qualified name (schema.name, as pglast's tuple of Strings)."""
+    if names and len(names) > 1 and isinstance(names[0], pg.String):
+        yield from _other(names[0].sval)
+
+
+def _other(schema: str | None) -> Iterator[str]:
+    if schema and schema not in SYSTEM_SCHEMAS:
+        yield schema
 
 
 def _search_path(ctx: LintContext) -> Iterator[Hit]:
