@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from archify_core import Engine
+from archify_core import Engine, hookimpl
 from archify_core.errors import ConfigurationError
 from archify_core.events import Event, MigrationApplied, Notice
-from archify_core.lint import LintConfig, LintReport, lint_migrations
+from archify_core.lint import LintConfig, LintReport, Rule, Severity, lint_migrations
 from archify_core.lint.fleet import lint, project_config
 from archify_core.loader import load_migrations
 from archify_core.plugins import make_plugin_manager
@@ -355,3 +355,30 @@ def test_cli_migrate_and_validate_warn_without_stopping(dsn: str,
     assert "ℹ lint:" in rollout.stderr and "set-not-null" in rollout.stderr
     again = archify("all", dsn=dsn, migrations=migrations_dir)
     assert "lint:" not in again.stderr  # nothing pending: no warning, no pglast
+
+
+class _BrokenRule:
+    @staticmethod
+    def _check(ctx: object) -> list:
+        raise RuntimeError("rule bug")
+
+    @hookimpl
+    def archify_lint_rules(self) -> list[Rule]:
+        return [Rule("broken", Severity.WARNING, "-", self._check)]
+
+
+def test_a_failing_lint_is_a_notice_and_the_rollout_goes_on(dsn: str,
+                                                            migrations_dir: Path) -> None:
+    anyio.run(migrated_fleet, dsn, migrations_dir, ["acme"])
+    write(migrations_dir, "ALTER TABLE users ADD COLUMN note text;")
+    events: list[Event] = []
+
+    async def main() -> None:
+        async with Engine(dsn, migrations_dir, load_entry_points=False,
+                          plugins=[_BrokenRule()], on_event=events.append) as engine:
+            assert (await engine.migrate("tenants")).ok
+
+    anyio.run(main)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any(f"could not lint {VERSION}: RuntimeError: rule bug" in n for n in notices)
+    assert anyio.run(column_exists, dsn, "tenant_acme", "users", "note")

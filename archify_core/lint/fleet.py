@@ -66,7 +66,12 @@ class PendingWarnings:
         if not new:
             return
         self.seen.update(new)
-        report = await lint(self.migrations, self.pm, versions=new, config=self.config,
-                            conn=self.conn)
+        try:
+            report = await lint(self.migrations, self.pm, versions=new, config=self.config,
+                                conn=self.conn)
+        except Exception as exc:  # a warning must never stop the rollout: say so instead
+            self.emit(Notice(f"lint: could not lint {', '.join(new)}: "
+                             f"{type(exc).__name__}: {exc}; run `archify lint`"))
+            return
         for finding in report.standing:
             self.emit(Notice(f"lint: {finding.describe()}; safer: {finding.safe}"))

@@ -78,7 +78,10 @@ class _File:
 
 def _lint_one(migration: Migration, config: LintConfig, rules: Sequence[Rule],
               report: LintReport) -> None:
-    source = migration.path.read_text(encoding="utf-8")
+    try:
+        source = migration.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        source = ""  # a migration built in memory: its SQL alone, from line 1
     file = _File(migration, config, report, python_silences(source))
     parsed = _parse_upgrade(migration, source, file)
     if parsed is None:

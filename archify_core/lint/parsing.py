@@ -113,8 +113,7 @@ def sql_literal(source: str, name: str, const: str, sql: str) -> SqlLiteral:
     """`sql` placed in the file: the literal returned by `name()` or assigned to `const`
     when it is that very string, else on the line of the def or assignment (SQL built
     at import time), else on line 1."""
-    tree = ast.parse(source)
-    for node in tree.body:
+    for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             for ret in ast.walk(node):
                 if isinstance(ret, ast.Return) and ret.value is not None:
