@@ -32,6 +32,8 @@ def lint_migrations(migrations: Iterable[Migration], config: LintConfig | None =
     report = LintReport()
     for migration in migrations:
         _lint_one(migration, config, every_rule, report)
+    # in the order a reader meets them: file by file (filename order), line by line
+    report.findings.sort(key=lambda f: (f.file, f.line))
     return report
 
 
