@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import asyncpg
@@ -36,6 +36,10 @@ from .server_watch import ServerWatch
 from .status import FleetStatus, schema_status
 from .tenant_lifecycle import create_tenant, drop_tenant
 from .tenants import validate_slug
+
+if TYPE_CHECKING:
+    from .lint import LintConfig, LintReport
+    from .lint.fleet import PendingWarnings
 
 log = logging.getLogger("archify")
 
@@ -84,6 +88,8 @@ class Engine:
         blocked_plugins: Iterable[str] = (),
         on_event: Callable[[Event], None] | None = None,
         name: str | None = None,
+        lint_config: LintConfig | None = None,
+        warn_lint: bool = True,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency}")
@@ -110,6 +116,9 @@ class Engine:
             plugins, load_entry_points=load_entry_points, blocked=blocked_plugins
         )
         self._handlers: list[Callable[[Event], None]] = [on_event] if on_event else []
+        # None: the project's (archify.toml or pyproject.toml beside the migrations folder)
+        self.lint_config = lint_config
+        self.warn_lint = warn_lint
         self._pool: asyncpg.Pool | None = None
         self.migrations: MigrationSet = MigrationSet(())
 
@@ -242,14 +251,46 @@ class Engine:
         public = await ledger.read_public_state(conn) if include_public else None
         ctx = await self._run_context(dry_run)
         await self._started(label, len(tenant_states) + (1 if public else 0), dry_run)
+        warnings = self._pending_warnings()
         if public is not None:
-            await self._run([self._plan(public)], report, max_failures, ctx, dry_run)
+            public_plan = self._plan(public)
+            if warnings is not None and public_plan.has_work:
+                await warnings.warn(public_plan.pending)
+            await self._run([public_plan], report, max_failures, ctx, dry_run)
             if not tenant_states and target == "all" and not dry_run:
                 tenant_states = await self._tenant_states(conn, None, required=False)
         if tenant_states and not report.stopped_early:
             async with self._tenant_plans(conn, tenant_states, self._plan, ctx) as plans:
-                await self._run(plans, report, max_failures, ctx, dry_run)
+                await self._run(plans if warnings is None else warnings.watching(plans),
+                                report, max_failures, ctx, dry_run)
         return await self._finished(report, started)
+
+    def _pending_warnings(self) -> _LazyWarnings | None:
+        """What warns (Notice events) about the lint findings of each pending migration
+        before it first runs; linting loads only once something is pending."""
+        if not self.warn_lint:
+            return None
+        return _LazyWarnings(self)
+
+    async def lint(self, versions: Iterable[str] | None = None, *,
+                   config: LintConfig | None = None) -> LintReport:
+        """Lint the migration files (those of `versions`, or all) with the built-in rules
+        and the plugins' (archify_lint_rules); each standing finding on a table says what
+        the fleet stakes on it, read in one catalog query (docs/lint.md)."""
+        from .lint.fleet import lint
+
+        return await lint(self.migrations, self.pm, versions=versions,
+                          config=config or self.lint_config, conn=self.pool)
+
+    async def pending_lint(self) -> LintReport:
+        """The lint findings of the migrations pending in any schema (for validate)."""
+        status = await self.status()
+        pending = {v for schema in [status.public, *status.tenants] for v in schema.pending}
+        if not pending:
+            from .lint.findings import LintReport
+
+            return LintReport()
+        return await self.lint(pending)
 
     def _refuse_unfinished(self, *kinds: Scope) -> None:
         """Before anything runs: a file not written yet must not stop a rollout half-way."""
@@ -437,6 +478,29 @@ class Engine:
                 for schema in await digest.stale(conn)
             ]
         return problems
+
+class _LazyWarnings:
+    """PendingWarnings, made (and pglast imported) the first time something is pending."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._warnings: PendingWarnings | None = None
+
+    async def warn(self, pending: Sequence[Any]) -> None:
+        if self._warnings is None:
+            from .lint.fleet import PendingWarnings
+
+            engine = self.engine
+            self._warnings = PendingWarnings(engine.migrations, engine.pm, engine._emit,
+                                             engine.pool, engine.lint_config)
+        await self._warnings.warn(pending)
+
+    async def watching(self, plans: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for plan in plans:
+            if plan.has_work:
+                await self.warn(plan.pending)
+            yield plan
+
 
 def _check_max_failures(max_failures: int | None) -> None:
     if max_failures is not None and max_failures < 1:

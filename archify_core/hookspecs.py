@@ -10,7 +10,8 @@ one with its exact signature; a test fails if the two drift apart.
 In the order a rollout calls them: rollout_started, then per schema with
 pending work before_schema, after_migration (per migration), on_failure (if it
 failed) and after_schema, then rollout_finished. Creating a tenant calls
-seed_admin inside its transaction and tenant_created after the commit.
+seed_admin inside its transaction and tenant_created after the commit. Linting
+(`archify lint`, and the warnings before a rollout) calls lint_rules.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from .ledger import Tenant
+    from .lint import Rule
     from .report import AppliedMigration, Failure, RolloutReport, SchemaResult
 
 PROJECT = "archify"
@@ -135,4 +137,19 @@ def archify_tenant_created(tenant: Tenant, admin_email: str | None) -> None:
 def archify_tenant_dropped(tenant: Tenant) -> None:
     """Called after a tenant's schema and registry row were dropped and committed.
     An exception raised here is logged; the tenant stays dropped.
+    """
+
+
+# -- linting ---------------------------------------------------------------------
+
+
+@hookspec
+def archify_lint_rules() -> list[Rule]:
+    """Return lint rules to check besides the built-in ones (`archify_core.lint.Rule`
+    values: an id, a severity, the safe way, and `check(ctx)` yielding a `Hit` per
+    unsafe statement of `ctx.statements`, pglast nodes with their file line).
+
+    Called once each time migrations are linted; the rules' findings are silenced,
+    configured and weighed over the fleet like the built-in ones. An exception
+    raised here (or by a rule) propagates, naming the plugin.
     """

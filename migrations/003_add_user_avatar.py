@@ -6,6 +6,7 @@ Add avatar URL to users
 # MIGRATION_DESCRIPTION: Add avatar_url column to users table
 """
 
+# archify: allow index-not-concurrent because it is the guide's example, kept as it is
 UPGRADE_SQL = """
 ALTER TABLE users
 ADD COLUMN IF NOT EXISTS avatar_url VARCHAR(500),

@@ -2,7 +2,8 @@
 
 Commands live in `commands.py`, the global options (accepted before or after the
 command) in `options.py`, output in `output.py`, `progress.py` and `render.py`,
-and running the work with its error mapping in `running.py`.
+and running the work with its error mapping in `running.py`; `archify lint` is in
+`lint_command.py`.
 Exit codes: 0 all good, 1 some schema failed, 2 bad input or configuration.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import lint_command  # noqa: F401  (registers `archify lint`)
 from .commands import cli
 
 __all__ = ["cli", "main"]

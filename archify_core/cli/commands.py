@@ -297,13 +297,26 @@ def validate(settings: Settings, offline: bool) -> None:
     if offline:
         problems = [f"{m.path.name} is unfinished: {m.unfinished}" for m in unfinished]
     else:
-        problems = run(settings, lambda on: on.validate(**chosen(settings, on)))
+        problems, warnings = run(settings, lambda on: _validate(settings, on))
+        output.stderr.lines([f"  ℹ lint: {w}" for w in warnings])
     if problems:
         output.stdout.lines([f"✗ {p}" for p in problems])
         output.exit_with(EXIT_FAILED)
     if not offline:
         output.stdout.line("✓ no drift: every applied migration matches its file")
     output.exit_with(0)
+
+
+async def _validate(settings: Settings, on: Engine | Fleet) -> tuple[list[str], list[str]]:
+    """The problems, and the lint findings of the pending migrations (warnings: they do
+    not fail validate; `archify lint` is the gate). Over a fleet: the problems only."""
+    from ..fleet import Fleet
+
+    problems = await on.validate(**chosen(settings, on))
+    if isinstance(on, Fleet):
+        return problems, []
+    report = await on.pending_lint()
+    return problems, [f"{f.describe()}; safer: {f.safe}" for f in report.standing]
 
 
 @cli.command()
