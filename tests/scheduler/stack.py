@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,8 @@ class Airflow:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for proc in self.processes.values():
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             _signal_group(proc.pid, signal.SIGKILL)  # task runners the component left behind
             proc.wait()
 
@@ -130,10 +128,8 @@ class Airflow:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def airflow_env(home: Path, metadata_dsn: str, connections: dict[str, str],
