@@ -6,7 +6,8 @@ ARCHIFY := $(BIN)/archify
 STAMP := $(VENV)/.installed
 TENANT ?= acme
 
-.PHONY: demo test lint soak bench bench-fleets install migrate-status migrate-public migrate-tenants \
+.PHONY: demo test test-scheduler lint soak bench bench-fleets bench-airflow install \
+        migrate-status migrate-public migrate-tenants \
         migrate-tenant migrate-all clean
 
 $(STAMP): pyproject.toml Makefile
@@ -33,6 +34,14 @@ demo: $(STAMP)
 ## The whole suite, against a PostgreSQL the suite starts itself.
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+## The example DAG under a real Airflow scheduler, dag-processor and api-server (LocalExecutor).
+test-scheduler: $(STAMP)
+	$(BIN)/pytest -q -m scheduler tests/scheduler
+
+## Trigger-to-finished of 2,000 tenants in 8 shards under the scheduler vs `archify all`.
+bench-airflow: $(STAMP)
+	$(BIN)/python -m benchmarks.airflow_scheduler
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

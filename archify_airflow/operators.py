@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator, Context, SkipMixin
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
 from archify_core import (
     ConfigurationError,
@@ -65,6 +65,10 @@ def _whole_number(value: object, name: str) -> int | None:
         return int(given)
     except ValueError:
         raise AirflowFailException(f"{name} must be a whole number, not {given!r}") from None
+
+
+class ArchifyConnectionFailed(AirflowException):
+    """The database of the task's connection could not be reached (retryable)."""
 
 
 class ArchifyRolloutFailed(AirflowException):
@@ -118,18 +122,28 @@ class ArchifyBaseOperator(BaseOperator):
     def run_engine(self, work: Callable[[Engine], Awaitable[T]]) -> T:
         """Open an Engine, await `work(engine)`, close it; all in one event loop.
 
-        Configuration errors (a typo in a slug or an option, bad migration files) raise
-        AirflowFailException, so Airflow does not retry them.
+        Configuration errors (a typo in a slug or an option, bad migration files, a
+        connection id that is not defined) raise AirflowFailException, so Airflow does not
+        retry them. Connection problems are one log line naming the connection, and an
+        exception without the driver's chain behind it.
         """
 
         async def main() -> T:
             async with self.engine() as engine:
                 return await work(engine)
 
+        conn_id = self.archify_conn_id
         try:
             return run_async(main)
-        except DatabaseConnectionError:
-            raise
+        except AirflowNotFoundException:
+            message = (f"connection {conn_id!r} is not defined: add it (UI, `airflow "
+                       f"connections add`, or AIRFLOW_CONN_{conn_id.upper()}) on every worker")
+            self.log.error("%s", message)
+            raise AirflowFailException(message) from None
+        except DatabaseConnectionError as exc:
+            message = f"connection {conn_id!r}: {exc}"
+            self.log.error("%s", message)
+            raise ArchifyConnectionFailed(message) from None
         except NOT_RETRYABLE as exc:
             raise AirflowFailException(str(exc)) from exc
 

@@ -249,3 +249,24 @@ def test_merged_summary_names_at_most_the_first_few_and_counts_the_rest() -> Non
     message = describe_failures(merged["failed"], merged["left_out"]["failed"])
     assert message.startswith(f"{3 * n} schema(s) failed: f0_0 (002: boom)")
     assert message.endswith(f"; and {2 * n} more")
+
+
+@pytest.mark.parametrize(("conn_id", "uri", "expected"), [
+    ("archify_nowhere", None, "connection 'archify_nowhere' is not defined"),
+    ("archify_refused", "postgresql://u:secret@127.0.0.1:9/db",
+     "connection 'archify_refused': cannot connect to postgresql://u:***@127.0.0.1:9/db"),
+])
+def test_a_bad_connection_is_one_error_naming_it(
+    airflow_db: None, monkeypatch: pytest.MonkeyPatch, conn_id: str, uri: str | None,
+    expected: str,
+) -> None:
+    from archify_airflow.operators import ArchifyStatusOperator
+
+    if uri:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
+    operator = ArchifyStatusOperator(task_id="status", archify_conn_id=conn_id)
+    with pytest.raises(Exception) as raised:
+        operator.run_engine(lambda engine: engine.status())
+    assert str(raised.value).startswith(expected)
+    assert "secret" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
