@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import drift_command  # noqa: F401  (registers `archify drift`)
 from .commands import cli
 
 __all__ = ["cli", "main"]
