@@ -64,7 +64,7 @@ SELECT n.nspname, 'constraint', c.relname || '.' || k.conname,
        {_LOCAL.format("pg_get_constraintdef(k.oid)")}
   FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = ANY($1)
+ WHERE n.nspname = ANY($1) AND k.contype <> 'n'  -- NOT NULL: read with the column
 UNION ALL
 SELECT n.nspname, 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
        {_LOCAL.format("pg_get_function_result(p.oid)")} || ' body ' || md5(p.prosrc)

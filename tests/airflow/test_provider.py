@@ -249,3 +249,28 @@ def test_merged_summary_names_at_most_the_first_few_and_counts_the_rest() -> Non
     message = describe_failures(merged["failed"], merged["left_out"]["failed"])
     assert message.startswith(f"{3 * n} schema(s) failed: f0_0 (002: boom)")
     assert message.endswith(f"; and {2 * n} more")
+
+
+def test_drift_operator_names_drifted_tenants_or_reports_all_alike(
+    archify_conn: str, migrations_dir: Path
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from archify_airflow.operators import ArchifyDriftOperator, ArchifyMigrateOperator
+    from tests.fleet import execute, migrated_fleet
+
+    anyio.run(migrated_fleet, archify_conn, migrations_dir, ["acme", "bravo", "corp"])
+    common: dict[str, Any] = {"migrations": str(migrations_dir)}
+    alike = ArchifyDriftOperator(task_id="drift", **common).execute({})
+    assert alike["ok"] is True and alike["alike_count"] == 3 and alike["drifted"] == []
+
+    anyio.run(execute, archify_conn, "CREATE INDEX idx_users_email ON tenant_acme.users(email)")
+    with pytest.raises(AirflowFailException, match="1 tenant.*tenant_acme"):
+        ArchifyDriftOperator(task_id="drift", **common).execute({})
+    reported = ArchifyDriftOperator(task_id="drift", fail_on_drift=False, **common).execute({})
+    assert reported["drifted"] == ["tenant_acme"]
+    assert reported["groups"] == ["tenant_acme: extra index idx_users_email on users(email)"]
+    # the check changed nothing: a rollout still finds nothing pending
+    report = ArchifyMigrateOperator(task_id="m", target="all", **common).execute({})
+    assert report["ok"] is True
+
