@@ -327,6 +327,53 @@ class ArchifyStatusOperator(ArchifyBaseOperator, SkipMixin):
         return result
 
 
+class ArchifyDriftOperator(ArchifyBaseOperator):
+    """Structural drift: tenants whose schema's structure differs from the reference
+    (``Engine.structural_drift``), one log line per group of alike tenants.
+
+    :param against: ``majority`` (the largest group of alike tenants) or ``migrations``
+        (what the tenant migrations build, in a scratch schema rolled back) (templated).
+    :param fail_on_drift: fail the task, without retries, naming the drifted tenants,
+        when any tenant differs (templated); otherwise only report.
+    :param enabled: when false (templated), check nothing and succeed: a DAG can carry
+        the check and switch it on per run.
+    """
+
+    template_fields: Sequence[str] = (*ArchifyBaseOperator.template_fields, "against",
+                                      "fail_on_drift", "enabled")
+
+    def __init__(self, *, against: str = "majority", fail_on_drift: bool | str = True,
+                 enabled: bool | str = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.against = against
+        self.fail_on_drift = fail_on_drift
+        self.enabled = enabled
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if not as_bool(self.enabled):
+            self.log.info("structural drift check switched off")
+            return {"checked": False}
+        against = _given(self.against) or "majority"
+        report = self.run_engine(lambda engine: engine.structural_drift(against=against))
+        lines = report.lines()
+        for line in lines[:MAX_LOGGED_SCHEMAS]:
+            self.log.info("%s", line)
+        drifted = report.drifted
+        result = {"checked": True, "against": against, "ok": report.ok,
+                  "alike_count": len(report.alike), "drifted_count": len(drifted),
+                  "drifted": drifted[:MAX_LOGGED_SCHEMAS],
+                  "groups": lines[:MAX_LOGGED_SCHEMAS]}
+        self.log.info("%d tenant(s) alike, %d drifted (reference: %s)",
+                      len(report.alike), len(drifted), against)
+        if drifted and as_bool(self.fail_on_drift):
+            names = ", ".join(drifted[:20]) + (f" and {len(drifted) - 20} more"
+                                                if len(drifted) > 20 else "")
+            raise AirflowFailException(
+                f"structural drift in {len(drifted)} tenant(s): {names}; run `archify drift` "
+                "for how they differ, repair them, then run again")
+        return result
+
+
 class ArchifyShardTenantsOperator(ArchifyBaseOperator):
     """The registered tenants in shards, for ``ArchifyMigrateOperator.partial().expand()``.
 

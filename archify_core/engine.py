@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 import pluggy
 
-from . import digest, ledger
+from . import digest, ledger, structure
 from .dsn import check_dsn, connection_error, redact
 from .errors import (
     ConfigurationError,
@@ -34,6 +34,14 @@ from .report import RolloutReport
 from .rollout import Rollout, planned
 from .server_watch import ServerWatch
 from .status import FleetStatus, schema_status
+from .structural_drift import (
+    StructuralDriftReport,
+    check_against,
+    compare,
+    group_by_fingerprint,
+    majority,
+    representatives,
+)
 from .tenant_lifecycle import create_tenant, drop_tenant
 from .tenants import validate_slug
 
@@ -218,6 +226,30 @@ class Engine:
             async for batch in batches:
                 rows.extend(schema_status(self.migrations, s) for s in batch)
         return FleetStatus(public, rows)
+
+    async def structural_drift(
+        self, against: str = "majority", tenants: Sequence[str] | None = None
+    ) -> StructuralDriftReport:
+        """Tenants whose schema's structure differs from the others' (against="majority":
+        the largest group of alike tenants) or from what the tenant migrations build
+        (against="migrations", in a scratch schema that is rolled back). Structure only:
+        tables, columns, indexes, constraints, sequences, views, functions, triggers."""
+        check_against(against)
+        if against == "migrations":
+            self._refuse_unfinished(Scope.TENANT)
+        async with self.pool.acquire() as conn:
+            schemas = [t.schema for t in await ledger.list_tenants(conn)
+                       if tenants is None or t.slug in tenants]
+            fingerprints = await structure.read_fingerprints(conn, schemas)
+            structures = await structure.read_structures(conn, representatives(fingerprints))
+            if against == "migrations":
+                fingerprint, reference = await structure.read_migrations_structure(
+                    conn, self.migrations, self.options)
+            else:
+                fingerprint = majority(fingerprints)
+                reference = structures[group_by_fingerprint(fingerprints)[fingerprint][0]] \
+                    if fingerprint else {}
+        return compare(fingerprints, structures, fingerprint, reference, against=against)
 
     async def list_tenants(self) -> list[ledger.Tenant]:
         async with self.pool.acquire() as conn:

@@ -1,9 +1,12 @@
 """Archify fleet rollout: public first, then canary tenants, then every other tenant in shards.
 
-status -> migrate_public -> migrate_canary -> shard_tenants -> migrate_shard (one mapped
-task per shard) -> summary
+status -> drift_check -> migrate_public -> migrate_canary -> shard_tenants -> migrate_shard
+(one mapped task per shard) -> summary
 
 - `status` skips the whole run when nothing is pending.
+- `drift_check` (off unless `drift_check` is true) fails the run before anything is
+  migrated, naming the tenants whose structure differs from the others' (or, with
+  `drift_against: "migrations"`, from what the migration files build).
 - `migrate_canary` migrates the tenants named in `canary`; the fleet waits for it, so a
   migration that breaks on real data breaks a few tenants, not thousands.
 - `migrate_shard` fans out over any executor's workers (dynamic task mapping). A shard
@@ -24,6 +27,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, task
 
 from archify_airflow.operators import (
+    ArchifyDriftOperator,
     ArchifyMigrateOperator,
     ArchifyRolloutFailed,
     ArchifyShardTenantsOperator,
@@ -76,6 +80,11 @@ with DAG(
         "migrations": Param(None, type=["null", "string"],
                             description="Migrations folder, as seen by the workers (empty: "
                             "the worker's ARCHIFY_MIGRATIONS, else ./migrations)"),
+        "drift_check": Param(False, type="boolean",
+                             description="Stop before migrating if a tenant's structure "
+                             "has drifted (archify drift)"),
+        "drift_against": Param("majority", enum=["majority", "migrations"],
+                               description="The drift check's reference"),
         "conn_id": Param("archify_default", type="string",
                          description="Airflow connection to the database"),
     },
@@ -89,6 +98,10 @@ with DAG(
 
     status = ArchifyStatusOperator(
         task_id="status", tenants="{{ params.tenants or None }}", short_circuit=True, **common
+    )
+    drift_check = ArchifyDriftOperator(
+        task_id="drift_check", enabled="{{ params.drift_check }}",
+        against="{{ params.drift_against }}", fail_on_drift=True, **common,
     )
     public = ArchifyMigrateOperator(
         task_id="migrate_public", target="public", dry_run=dry_run, **common
@@ -125,5 +138,5 @@ with DAG(
             )
         return merged
 
-    status >> public >> canary >> shards
+    status >> drift_check >> public >> canary >> shards
     migrate_shard >> summary()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import lint_command  # noqa: F401  (registers `archify lint`)
+from . import (
+    drift_command,  # noqa: F401  (registers `archify drift`)
+    lint_command,  # noqa: F401  (registers `archify lint`)
+)
 from .commands import cli
 
 __all__ = ["cli", "main"]

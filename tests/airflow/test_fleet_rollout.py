@@ -201,3 +201,27 @@ def test_dry_run_changes_nothing(
     assert summary["outcomes"]["planned"] == 12
     shard = xcom(run, "migrate_shard", 0)
     assert shard["planned"]["tenant_t02"] == TENANT_VERSIONS
+
+
+def test_drift_check_is_off_by_default_and_when_on_stops_before_migrating(
+    rollout_dag: Any, archify_conn: str, migrations_dir: Path
+) -> None:
+    from tests.fleet import add_migration
+
+    register_fleet(archify_conn, migrations_dir, ["t00", "t01", "t02"])
+    sql(archify_conn, "CREATE TABLE tenant_t02.hotfix (id int)")
+
+    run = run_dag(rollout_dag, migrations_dir)  # off by default: the rollout goes on
+
+    assert run.state == "success"
+    assert xcom(run, "drift_check") == {"checked": False}
+    assert set(map(tuple, ledgers(archify_conn).values())) == {tuple(TENANT_VERSIONS)}
+
+    add_migration(migrations_dir, "006_add_notes", "tenant", "CREATE TABLE notes (id int);")
+    run = run_dag(rollout_dag, migrations_dir, drift_check=True)
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states[("drift_check", -1)] == "failed"
+    assert states[("migrate_public", -1)] == "upstream_failed"
+    assert set(map(tuple, ledgers(archify_conn).values())) == {tuple(TENANT_VERSIONS)}

@@ -270,3 +270,28 @@ def test_a_bad_connection_is_one_error_naming_it(
     assert str(raised.value).startswith(expected)
     assert "secret" not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_drift_operator_names_drifted_tenants_or_reports_all_alike(
+    archify_conn: str, migrations_dir: Path
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from archify_airflow.operators import ArchifyDriftOperator, ArchifyMigrateOperator
+    from tests.fleet import execute, migrated_fleet
+
+    anyio.run(migrated_fleet, archify_conn, migrations_dir, ["acme", "bravo", "corp"])
+    common: dict[str, Any] = {"migrations": str(migrations_dir)}
+    alike = ArchifyDriftOperator(task_id="drift", **common).execute({})
+    assert alike["ok"] is True and alike["alike_count"] == 3 and alike["drifted"] == []
+
+    anyio.run(execute, archify_conn, "CREATE INDEX idx_users_email ON tenant_acme.users(email)")
+    with pytest.raises(AirflowFailException, match="1 tenant.*tenant_acme"):
+        ArchifyDriftOperator(task_id="drift", **common).execute({})
+    reported = ArchifyDriftOperator(task_id="drift", fail_on_drift=False, **common).execute({})
+    assert reported["drifted"] == ["tenant_acme"]
+    assert reported["groups"] == ["tenant_acme: extra index idx_users_email on users(email)"]
+    # the check changed nothing: a rollout still finds nothing pending
+    report = ArchifyMigrateOperator(task_id="m", target="all", **common).execute({})
+    assert report["ok"] is True
+

@@ -1,0 +1,164 @@
+"""Structural drift: tenants whose schema no longer looks like the others' (pure).
+
+Not checksum drift (a migration file edited after it was applied, see status.py): here
+the ledgers may agree while a tenant got an index by hand, or lost a constraint. From
+each schema's fingerprint, and the structures of one schema per fingerprint, this
+groups the tenants, picks the reference (the largest group, or the structure the
+migration files build) and says how every other group differs from it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError
+from .structure import Structure
+
+REFERENCES = ("majority", "migrations")
+_INDEX_ON = re.compile(r" ON (?:ONLY )?(\S+) USING \w+ (\(.*\))")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """How one object of a schema differs from the reference's."""
+
+    change: str  # "extra", "missing" or "differs"
+    kind: str
+    name: str
+    definition: str | None  # the schema's (None when missing)
+    reference: str | None  # the reference's (None when extra)
+
+    def describe(self) -> str:
+        if self.change == "extra":
+            return f"extra {self.kind} {self.name}{_detail(self.kind, self.definition)}"
+        if self.change == "missing":
+            return f"missing {self.kind} {self.name}{_detail(self.kind, self.reference)}"
+        if self.kind == "column":
+            return f"{self.name} is {self.definition}, reference {self.reference}"
+        if self.kind == "function":
+            return f"function {self.name} differs from the reference's"
+        return f"{self.kind} {self.name} is {self.definition!r}, reference {self.reference!r}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"change": self.change, "kind": self.kind, "name": self.name,
+                "definition": self.definition, "reference": self.reference,
+                "description": self.describe()}
+
+
+def _detail(kind: str, definition: str | None) -> str:
+    if not definition:
+        return ""
+    if kind == "index":
+        match = _INDEX_ON.search(definition)
+        return f" on {match[1]}{match[2]}" if match else f" ({definition})"
+    if kind in ("constraint", "column"):
+        return f" ({definition})"
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class DriftGroup:
+    """Tenants that differ from the reference in exactly the same way."""
+
+    schemas: tuple[str, ...]
+    fingerprint: str
+    differences: tuple[Difference, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schemas": list(self.schemas), "fingerprint": self.fingerprint,
+                "differences": [d.to_dict() for d in self.differences]}
+
+
+@dataclass(frozen=True, slots=True)
+class StructuralDriftReport:
+    """Every tenant schema against one reference structure."""
+
+    against: str  # "majority" or "migrations"
+    reference_fingerprint: str | None  # None: no tenants, and no reference
+    alike: tuple[str, ...]  # the schemas with the reference's structure
+    groups: tuple[DriftGroup, ...] = field(default=())
+
+    @property
+    def drifted(self) -> list[str]:
+        return sorted(s for g in self.groups for s in g.schemas)
+
+    @property
+    def ok(self) -> bool:
+        return not self.groups
+
+    def lines(self) -> list[str]:
+        """One line per group: "tenant_acme: extra index ...; users.bio is ..."."""
+        lines = []
+        for group in self.groups:
+            names = ", ".join(group.schemas[:5])
+            if len(group.schemas) > 5:
+                names += f" and {len(group.schemas) - 5} more"
+            changes = "; ".join(d.describe() for d in group.differences) or \
+                "differs from the reference"
+            lines.append(f"{names}: {changes}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"against": self.against, "reference_fingerprint": self.reference_fingerprint,
+                "ok": self.ok, "alike": len(self.alike), "drifted": self.drifted,
+                "groups": [g.to_dict() for g in self.groups]}
+
+
+def group_by_fingerprint(fingerprints: Mapping[str, str]) -> dict[str, list[str]]:
+    """fingerprint -> its schemas (sorted), the largest group first (ties: by first schema)."""
+    groups: dict[str, list[str]] = {}
+    for schema in sorted(fingerprints):
+        groups.setdefault(fingerprints[schema], []).append(schema)
+    return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0])))
+
+
+def majority(fingerprints: Mapping[str, str]) -> str | None:
+    """The fingerprint most schemas share (None when there are none)."""
+    return next(iter(group_by_fingerprint(fingerprints)), None)
+
+
+def differences(structure: Structure, reference: Structure) -> tuple[Difference, ...]:
+    """What `structure` has, lacks or defines otherwise than `reference`, in a fixed order."""
+    found = []
+    for key in sorted(structure.keys() | reference.keys()):
+        mine, theirs = structure.get(key), reference.get(key)
+        if mine == theirs:
+            continue
+        change = "extra" if theirs is None else "missing" if mine is None else "differs"
+        found.append(Difference(change, key[0], key[1], mine, theirs))
+    return tuple(found)
+
+
+def compare(
+    fingerprints: Mapping[str, str],
+    structures: Mapping[str, Structure],
+    reference_fingerprint: str | None,
+    reference: Structure,
+    *,
+    against: str,
+) -> StructuralDriftReport:
+    """The report: `structures` holds one schema of each fingerprint (any will do)."""
+    groups = group_by_fingerprint(fingerprints)
+    alike = tuple(groups.pop(reference_fingerprint, ())) if reference_fingerprint else ()
+    drifted = []
+    for fingerprint, schemas in groups.items():
+        structure = structures[schemas[0]]
+        drifted.append(DriftGroup(tuple(schemas), fingerprint,
+                                  differences(structure, reference)))
+    return StructuralDriftReport(against, reference_fingerprint, alike, tuple(drifted))
+
+
+def representatives(fingerprints: Mapping[str, str]) -> list[str]:
+    """One schema per fingerprint: the ones whose structure is worth reading."""
+    return [schemas[0] for schemas in group_by_fingerprint(fingerprints).values()]
+
+
+def check_against(against: str) -> str:
+    if against not in REFERENCES:
+        raise ConfigurationError(
+            f"unknown reference {against!r}: use 'majority' or 'migrations'")
+    return against
+

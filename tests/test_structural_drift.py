@@ -1,0 +1,134 @@
+"""Structural drift: tenants whose schema no longer looks like the others'
+(`Engine.structural_drift`, `archify drift`), against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from archify_core import ConfigurationError, Engine
+from archify_core.structural_drift import compare, differences, group_by_fingerprint
+from tests.fleet import execute, fetchval, migrated_fleet
+from tests.test_cli import archify
+
+SLUGS = ["acme", "bravo", "corp", "delta", "echo", "fox"]
+
+
+async def _hand_modified_fleet(dsn: str, migrations: Path) -> None:
+    """Six migrated tenants; three changed by hand (and their ledgers left alone)."""
+    await migrated_fleet(dsn, migrations, SLUGS)
+    await execute(
+        dsn,
+        "CREATE INDEX idx_users_email ON tenant_acme.users(email)",
+        "ALTER TABLE tenant_bravo.users ALTER COLUMN bio TYPE varchar(200)",
+        "ALTER TABLE tenant_corp.users DROP CONSTRAINT users_email_key",
+    )
+
+
+# -- pure ----------------------------------------------------------------------------
+
+def test_groups_largest_first_and_ties_by_first_schema() -> None:
+    groups = group_by_fingerprint({"b": "x", "a": "y", "c": "x", "d": "z"})
+    assert list(groups.items()) == [("x", ["b", "c"]), ("y", ["a"]), ("z", ["d"])]
+
+
+def test_differences_read_as_sentences() -> None:
+    reference = {("column", "users.bio"): "text", ("table", "users"): ""}
+    drifted = {("column", "users.bio"): "character varying(200)", ("table", "users"): "",
+               ("index", "idx_users_email"):
+                   "CREATE INDEX idx_users_email ON users USING btree (email)"}
+    assert [d.describe() for d in differences(drifted, reference)] == [
+        "users.bio is character varying(200), reference text",
+        "extra index idx_users_email on users(email)",
+    ]
+    report = compare({"s1": "a", "s2": "a", "s3": "b"}, {"s1": reference, "s3": drifted},
+                     "a", reference, against="majority")
+    assert report.alike == ("s1", "s2") and report.drifted == ["s3"]
+    assert json.loads(json.dumps(report.to_dict()))["drifted"] == ["s3"]
+
+
+# -- against PostgreSQL --------------------------------------------------------------
+
+async def test_majority_names_each_drifted_tenant_and_how(dsn: str, migrations_dir: Path) -> None:
+    await _hand_modified_fleet(dsn, migrations_dir)
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift()
+    assert report.alike == ("tenant_delta", "tenant_echo", "tenant_fox")
+    assert report.drifted == ["tenant_acme", "tenant_bravo", "tenant_corp"]
+    assert report.lines() == [
+        "tenant_acme: extra index idx_users_email on users(email)",
+        "tenant_bravo: users.bio is character varying(200), reference text",
+        "tenant_corp: missing constraint users.users_email_key (UNIQUE (email))",
+    ]
+    # ledgers agree: this is not the checksum drift validate reports
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        assert await engine.validate() == []
+
+
+async def test_against_migrations_uses_a_scratch_schema_it_rolls_back(
+        dsn: str, migrations_dir: Path) -> None:
+    # every tenant but one got the same hotfix: the majority is the hotfix, the files are not
+    await migrated_fleet(dsn, migrations_dir, ["acme", "bravo", "corp"])
+    await execute(dsn, "ALTER TABLE tenant_acme.users ADD COLUMN nickname text",
+                  "ALTER TABLE tenant_bravo.users ADD COLUMN nickname text")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        by_majority = await engine.structural_drift()
+        by_files = await engine.structural_drift(against="migrations")
+    assert by_majority.drifted == ["tenant_corp"]
+    assert by_majority.lines() == ["tenant_corp: missing column users.nickname (text)"]
+    assert by_files.alike == ("tenant_corp",)
+    assert by_files.lines() == ["tenant_acme, tenant_bravo: extra column users.nickname (text)"]
+    assert await fetchval(dsn, "SELECT count(*) FROM pg_namespace "
+                               "WHERE nspname LIKE 'archify_drift_%'") == 0
+
+
+async def test_many_tenants_that_differ_alike_are_one_group(
+        dsn: str, migrations_dir: Path) -> None:
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    await execute(dsn, *(f"DROP INDEX tenant_{s}.idx_users_avatar" for s in ("acme", "bravo")))
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift()
+    assert [g.schemas for g in report.groups] == [("tenant_acme", "tenant_bravo")]
+    assert report.lines() == ["tenant_acme, tenant_bravo: missing index idx_users_avatar "
+                              "on users(avatar_url)"]
+
+
+async def test_ledger_rows_and_data_are_not_structure(dsn: str, migrations_dir: Path) -> None:
+    await migrated_fleet(dsn, migrations_dir, ["acme", "bravo"])
+    await execute(dsn, "INSERT INTO tenant_acme.users (email) VALUES ('a@example.com')",
+                  "DELETE FROM tenant_bravo.schema_migrations")
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift(against="migrations")
+    assert report.ok and report.alike == ("tenant_acme", "tenant_bravo")
+
+
+async def test_unknown_reference_is_refused(dsn: str, migrations_dir: Path) -> None:
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        with pytest.raises(ConfigurationError, match="majority"):
+            await engine.structural_drift(against="yesterday")
+
+
+# -- the command ---------------------------------------------------------------------
+
+async def test_cli_exit_codes_text_and_json(dsn: str, migrations_dir: Path) -> None:
+    await migrated_fleet(dsn, migrations_dir, ["acme", "bravo", "corp"])
+    alike = archify("drift", dsn=dsn, migrations=migrations_dir)
+    assert alike.returncode == 0, alike.stderr
+    assert "3 tenants alike" in alike.stdout
+
+    await execute(dsn, "CREATE INDEX idx_users_email ON tenant_acme.users(email)")
+    text = archify("drift", dsn=dsn, migrations=migrations_dir)
+    assert text.returncode == 1, text.stderr
+    assert "tenant_acme: extra index idx_users_email on users(email)" in text.stdout
+
+    as_json = archify("drift", "--json", "--against", "migrations", dsn=dsn,
+                      migrations=migrations_dir)
+    assert as_json.returncode == 1, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["against"] == "migrations" and report["drifted"] == ["tenant_acme"]
+    assert report["groups"][0]["differences"][0]["change"] == "extra"
+
+    bad = archify("drift", "--against", "yesterday", dsn=dsn, migrations=migrations_dir)
+    assert bad.returncode == 2
