@@ -54,7 +54,17 @@ def find_fleet_file(explicit: str | Path | None = None,
                                      f"{'--fleet' if explicit else FLEET_ENV})")
         return path
     default = (folder or Path.cwd()) / FLEET_FILE
-    return default if default.is_file() else None
+    # archify.toml also holds other settings ([lint]): a fleet only with [databases]
+    return default if default.is_file() and _names_databases(default) else None
+
+
+def _names_databases(path: Path) -> bool:
+    import tomllib
+
+    try:
+        return "databases" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True  # let load_fleet_file say what is wrong with it
 
 
 def load_fleet_file(path: Path, environ: Mapping[str, str] | None = None) -> list[Database]:

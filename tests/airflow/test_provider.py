@@ -38,7 +38,7 @@ def test_example_dag_imports_without_errors(airflow_db: None) -> None:
     assert bag.import_errors == {}
     dag = bag.get_dag("archify_fleet_rollout")
     assert set(dag.task_ids) == {"status", "migrate_public", "migrate_canary", "shard_tenants",
-                                 "migrate_shard", "summary"}
+                                 "migrate_shard", "summary", "drift_check"}
     assert set(dag.params) >= {"tenants", "canary", "shard_size", "dry_run", "migrations",
                                "conn_id"}
 

@@ -194,6 +194,15 @@ def _write_fleet(tmp_path: Path, databases: list[Database]) -> Path:
     return path
 
 
+def test_an_archify_toml_without_databases_is_not_a_fleet(tmp_path: Path) -> None:
+    from archify_core import find_fleet_file
+
+    (tmp_path / "archify.toml").write_text('[lint]\nallow = ["drop"]\n')
+    assert find_fleet_file(None, {}, tmp_path) is None
+    (tmp_path / "archify.toml").write_text('[databases.eu]\ndsn = "postgresql://h/db"\n')
+    assert find_fleet_file(None, {}, tmp_path) == tmp_path / "archify.toml"
+
+
 def test_the_fleet_file_and_its_mistakes(tmp_path: Path) -> None:
     path = tmp_path / "archify.toml"
     path.write_text('[databases.eu]\ndsn = "postgresql://a:secret@h/db"\nweight = 2\n'

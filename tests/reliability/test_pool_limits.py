@@ -116,7 +116,8 @@ async def _migrate_short_of_slots(dsn: str, folder: Path, free: int, server: Pri
                 report = await engine.migrate("tenants")
     finally:
         await _close(hogs)
-    notices = [e.message for e in events if isinstance(e, Notice)]
+    notices = [e.message for e in events if isinstance(e, Notice)
+               and not e.message.startswith("lint: ")]  # the example steps lint as unsafe
     assert report.ok, (notices, report.failed[:1])
     versions = tenant_versions(folder)
     assert (await check_fleet(dsn, versions)).complete(len(versions)) == 30
