@@ -199,17 +199,21 @@ class _SuggestsOne:
             raise _closest(error, ctx) from None
 
 
-class GlobalOptionsCommand(_SuggestsOne, click.Command):
-    """A command that also takes the global options, after its name."""
+class _TakesGlobalOptions(_SuggestsOne):
+    """Adds the global options to a click command or group, and hands those given to it
+    to the command's Settings (the group's before the command's: the later wins)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.params.extend(_global_options())
+        self.params.extend(_global_options())  # type: ignore[attr-defined]
 
     def invoke(self, ctx: click.Context) -> Any:
-        settings = ctx.ensure_object(Settings)
-        apply_given(settings, ctx, ctx.params)
-        return super().invoke(ctx)
+        apply_given(ctx.ensure_object(Settings), ctx, ctx.params)
+        return super().invoke(ctx)  # type: ignore[misc]
+
+
+class GlobalOptionsCommand(_TakesGlobalOptions, click.Command):
+    """A command that also takes the global options, after its name."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         own = [p.get_help_record(ctx) for p in self.get_params(ctx)
@@ -224,17 +228,8 @@ class GlobalOptionsCommand(_SuggestsOne, click.Command):
                     formatter.write_dl(rows)
 
 
-class GlobalOptionsGroup(_SuggestsOne, click.Group):
+class GlobalOptionsGroup(_TakesGlobalOptions, click.Group):
     """The `archify` group: takes the global options itself, and gives them to every
     command it has (GlobalOptionsCommand)."""
 
     command_class = GlobalOptionsCommand
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.params.extend(_global_options())
-
-    def invoke(self, ctx: click.Context) -> Any:
-        settings = ctx.ensure_object(Settings)
-        apply_given(settings, ctx, ctx.params)
-        return super().invoke(ctx)

@@ -98,12 +98,19 @@ def _concurrently_in_transaction(ctx: LintContext) -> Iterator[Hit]:
                                  "block, and this migration runs in one: it will fail")
 
 
-def _column_type_change(ctx: LintContext) -> Iterator[Hit]:
+def _column_commands(ctx: LintContext, subtype: AlterTableType,
+                     says: str) -> Iterator[Hit]:
+    """A hit per ALTER TABLE … ALTER COLUMN of `subtype`; `says` names {column}."""
     for statement, alter, cmd in alter_commands(ctx):
-        if cmd.subtype == AlterTableType.AT_AlterColumnType:
+        if cmd.subtype == subtype:
             table = alter.relation.relname
-            yield Hit(statement, f"changing the type of {table}.{cmd.name} rewrites the "
-                                 "table under an ACCESS EXCLUSIVE lock", table)
+            yield Hit(statement, says.format(column=f"{table}.{cmd.name}"), table)
+
+
+def _column_type_change(ctx: LintContext) -> Iterator[Hit]:
+    return _column_commands(ctx, AlterTableType.AT_AlterColumnType,
+                            "changing the type of {column} rewrites the table under an "
+                            "ACCESS EXCLUSIVE lock")
 
 
 def _volatile_default(ctx: LintContext) -> Iterator[Hit]:
@@ -132,11 +139,9 @@ def _function_name(call: pg.FuncCall) -> str:
 
 
 def _set_not_null(ctx: LintContext) -> Iterator[Hit]:
-    for statement, alter, cmd in alter_commands(ctx):
-        if cmd.subtype == AlterTableType.AT_SetNotNull:
-            table = alter.relation.relname
-            yield Hit(statement, f"SET NOT NULL on {table}.{cmd.name} scans the whole "
-                                 "table under an ACCESS EXCLUSIVE lock", table)
+    return _column_commands(ctx, AlterTableType.AT_SetNotNull,
+                            "SET NOT NULL on {column} scans the whole table under an "
+                            "ACCESS EXCLUSIVE lock")
 
 
 def _constraint_not_valid(ctx: LintContext) -> Iterator[Hit]:
