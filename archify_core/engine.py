@@ -130,6 +130,11 @@ class Engine:
         self._pool: asyncpg.Pool | None = None
         self.migrations: MigrationSet = MigrationSet(())
 
+    @property
+    def sized_to_server(self) -> bool:
+        """True when the concurrency was left to the engine (not given)."""
+        return not self._concurrency_given
+
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:

@@ -122,7 +122,7 @@ class Fleet:
                 on_server.setdefault(server_of(database.dsn), []).append(engine)
         for engines in on_server.values():
             for engine in engines:
-                if not engine._concurrency_given:
+                if engine.sized_to_server:
                     engine.concurrency = max(1, engine.concurrency // len(engines))
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -223,6 +223,9 @@ def create_tenant(settings: Settings, slug: str, name: str | None, admin_email: 
     from ..tenants import validate_slug
 
     guarded(lambda: validate_slug(slug))  # before connecting: bad input is exit 2
+    if len(settings.databases) > 1:
+        fail("create-tenant places a tenant in one database: give --database once, or "
+             "leave it out to place it where there is most room")
     if dry_run:
         migrations = guarded(settings.migration_set)
         lines = guarded(lambda: creation_dry_run(migrations, slug, name, migrate=not no_migrate,

@@ -34,7 +34,7 @@ def lint(settings: Settings, as_json: bool, show_all: bool) -> None:
 
     migrations = guarded(settings.migration_set)
     if settings.dsn or dsn_from_env():
-        report = run(settings, lambda engine: _lint(engine))
+        report = run(settings, lambda engine: _lint(engine), one_database="archify lint --dsn")
     else:
         report = guarded(lambda: _offline(settings))
     shown = report.findings if show_all else report.standing

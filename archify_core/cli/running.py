@@ -43,14 +43,16 @@ def guarded(make: Callable[[], T]) -> T:
 
 
 def run(settings: Settings, work: Callable[[Any], Awaitable[T]],
-        progress: RolloutOutput | None = None) -> T:
+        progress: RolloutOutput | None = None, *, one_database: str | None = None) -> T:
     """Resolve the database (starting the embedded one if none is given), open an Engine
     on it, or a Fleet over the fleet file's databases, and run `work` on it; map every
     error to a message and an exit code. `work` calls the methods Engine and Fleet share
-    (a fleet's take `databases=`: see `chosen`)."""
+    (a fleet's take `databases=`: see `chosen`). A command that works on one database
+    only names itself in `one_database`: over a fleet it then needs one --database."""
     from ..dsn import dsn_from_env, redact
     from ..errors import ArchifyError, TenantCreationError, sole_error
     from ..event_loop import run_async
+    from ..fleet_config import choose
 
     output.route_logging()
     dsn = settings.dsn
@@ -62,7 +64,13 @@ def run(settings: Settings, work: Callable[[Any], Awaitable[T]],
                      "ARCHIFY_DSN, DATABASE_URL or the embedded server")
             settings.migration_set()  # bad files are named before anything starts
             databases = settings.fleet_databases()
-            if databases is not None:
+            if databases is not None and one_database:
+                picked = choose(databases, settings.databases)
+                if len(picked) != 1:
+                    fail(f"{one_database} works on one database of the fleet: name it with "
+                         f"--database ({', '.join(d.name for d in databases)})")
+                dsn = picked[0].dsn
+            elif databases is not None:
                 return run_async(_on_fleet, settings, databases, work, progress)
             dsn = dsn or dsn_from_env() or _embedded(stack)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import anyio
 import pluggy
 
 from ..events import Event, Notice
@@ -42,7 +43,9 @@ async def lint(migrations: MigrationSet, pm: pluggy.PluginManager, *,
     rules = await plugin_rules(pm)
     wanted = None if versions is None else set(versions)
     chosen = [m for m in migrations if wanted is None or m.version in wanted]
-    report = lint_migrations(chosen, config or project_config(migrations), rules)
+    # parsing and the config file are blocking work: off the event loop (an app's, maybe)
+    report = await anyio.to_thread.run_sync(
+        lambda: lint_migrations(chosen, config or project_config(migrations), rules))
     if conn is None:
         return report
     tables = {f.table for f in report.standing if f.table}

@@ -260,3 +260,9 @@ async def test_the_cli_over_a_fleet_file(
     assert code == 2 and "already exists, in database" in err
     code, out, err = archify("all", "--database", "nowhere")
     assert code == 2 and "no database 'nowhere'" in err
+    code, out, err = archify("create-tenant", "two", "--database", "eu", "--database", "us")
+    assert code == 2 and "give --database once" in err
+    code, out, err = archify("drift")  # one database at a time, named
+    assert code == 2 and "archify drift works on one database" in err and out == ""
+    code, out, err = archify("drift", "--database", "eu")
+    assert code in (0, 1) and "reference" in out + err and "Traceback" not in err, (out, err)
