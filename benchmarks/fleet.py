@@ -61,6 +61,7 @@ SCENARIOS = {
         Scenario("deploy", FULL, ALL_TENANT[:2], ALL_TENANT, "deploy"),
         Scenario("noop", FULL, ALL_TENANT, ALL_TENANT, "current"),
         Scenario("status", FULL, ALL_TENANT, ALL_TENANT, "current"),
+        Scenario("drift", FULL, ALL_TENANT, ALL_TENANT, "current"),
         Scenario("create-tenant", FULL, ALL_TENANT, ALL_TENANT, "current"),
     )
 }

@@ -35,7 +35,7 @@ def results_table(results: Sequence[Result]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        if r.scenario in ("create-tenant", "start-up"):
+        if r.scenario in ("create-tenant", "start-up", "drift"):
             continue
         a, seq, fl = r.median("archify"), r.median("sequential"), r.floor()
         rss = r.rss_mb.get("archify", float("nan"))
@@ -60,6 +60,16 @@ def deploy_table(results: Sequence[Result]) -> list[str]:
         lines.append(f"| deploy | {r.n:,} | {_s(cli)} | {_s(fl)} | {_x(cli / fl)} | {_s(seq)} "
                      f"| {_x(seq / cli)} | {rss:.0f} |")
     return lines
+
+
+def drift_table(results: Sequence[Result]) -> list[str]:
+    rows = [r for r in results if r.scenario == "drift"]
+    if not rows:
+        return []
+    return ["| `archify drift --json`, end to end | N | median (s) | peak RSS (MB) |",
+            "| --- | ---: | ---: | ---: |",
+            *(f"| drift | {r.n:,} | {_s(r.median('cli'))} | "
+              f"{r.rss_mb.get('cli', float('nan')):.0f} |" for r in rows)]
 
 
 def start_up_table(results: Sequence[Result]) -> list[str]:
@@ -146,6 +156,10 @@ def targets(results: Sequence[Result], latency_ms: float) -> list[str]:
         if r and "cli" in r.times:
             v = r.median("cli")
             check(f"{scenario} N=10,000, CLI end to end: ≤ 0.5 s", v, v <= 0.5, f"{v:.3f} s")
+    r = _find(results, "drift", 10000)
+    if r:
+        v = r.median("cli")
+        check("drift N=10,000, `archify drift` end to end: ≤ 2 s", v, v <= 2, f"{v:.3f} s")
     r = _find(results, "start-up", 0)
     if r:
         for tool in ("help", "version"):
@@ -237,8 +251,8 @@ def render(results: Sequence[Result], *, machine_line: str, command: str, repeat
              f"Command: `{command}` — {repeats} repeats, medians; {link}; "
              f"whole run {wall_s / 60:.1f} min.", ""]
     parts += results_table(results) + [""]
-    for table in (deploy_table(results), start_up_table(results), wide_floor_table(results),
-                  create_table(results), concurrency_table(results)):
+    for table in (deploy_table(results), drift_table(results), start_up_table(results),
+                  wide_floor_table(results), create_table(results), concurrency_table(results)):
         if table:
             parts += table + [""]
     checks = targets(results, latency_ms)

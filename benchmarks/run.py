@@ -31,12 +31,14 @@ from .scenarios import (
     Context,
     Result,
     run_create_tenant,
+    run_drift,
     run_migrating,
     run_start_up,
     run_status,
 )
 
-DEFAULT_SCENARIOS = ["deploy", "rollout", "bootstrap", "noop", "status", "create-tenant"]
+DEFAULT_SCENARIOS = ["deploy", "rollout", "bootstrap", "noop", "status", "drift",
+                     "create-tenant"]
 # bootstrap creates ~20 relations per tenant per tool and repeat: by default only up to this N
 BOOTSTRAP_MAX_N = 1000
 
@@ -148,7 +150,9 @@ async def bench(args: argparse.Namespace, admin_dsn: str, proxy_port: int | None
             started = time.perf_counter()
             migrations = load(s, root)
             db = fleets[n][s.fleet]
-            if name == "status":
+            if name == "drift":
+                r = await run_drift(ctx, s, n, db, migrations)
+            elif name == "status":
                 r = await run_status(ctx, s, n, db, migrations, not args.no_cli)
             else:
                 r = await run_migrating(ctx, s, n, db, migrations, not args.no_cli)

@@ -178,6 +178,19 @@ async def run_status(ctx: Context, scenario: Scenario, n: int, db: str,
     return result
 
 
+async def run_drift(ctx: Context, scenario: Scenario, n: int, db: str,
+                    migrations: MigrationSet) -> Result:
+    """`archify drift --json` end to end over a fleet of alike tenants (exit 0): every
+    tenant's structure fingerprinted and grouped. No baseline does this."""
+    mdir = scenario.migrations_dir(ctx.root)
+
+    async def end_to_end(dsn: str) -> tools.Measured:
+        return await tools.archify_cli(dsn, mdir, ["drift", "--json"])
+    result = Result(scenario.name, n)
+    await _timed_runs(ctx, scenario, n, db, migrations, {"cli": end_to_end}, result, False)
+    return result
+
+
 async def run_create_tenant(ctx: Context, scenario: Scenario, fleets: dict[int, str],
                             migrations: MigrationSet) -> list[Result]:
     """p50/p95 of creating one tenant while n exist, for every n at once (`fleets`: n ->
