@@ -34,6 +34,19 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def scrub(text: str, dsn: str) -> str:
+    """The text with the DSN's password, wherever it appears, replaced by ***."""
+    from urllib.parse import unquote
+
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return text.replace(dsn, "<unparseable DSN>")
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
 def check_dsn(dsn: str) -> None:
     """Reject what asyncpg would choke on with a traceback, before connecting."""
     if not dsn.startswith(("postgresql://", "postgres://")):

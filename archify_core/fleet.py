@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 
 import anyio
 
-from .dsn import redact
+from .dsn import redact, scrub
 from .engine import Engine, Target
 from .errors import ArchifyError, ConfigurationError, TenantExistsError, TenantNotFoundError
 from .events import Event, Notice
@@ -309,14 +309,4 @@ def _reason(exc: BaseException, database: Database) -> str:
         text = f"cannot reach the server at {redact(database.dsn)}: {loss_reason(exc)}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    secret = _password(database.dsn)
-    return text.replace(secret, "***") if secret else text
-
-
-def _password(dsn: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
+    return scrub(text, database.dsn)  # should a message quote the password

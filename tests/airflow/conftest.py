@@ -7,6 +7,7 @@ at import time, before any test module imports airflow.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -47,10 +48,26 @@ def archify_conn(dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture(scope="session")
-def rollout_dag(airflow_db: None):  # noqa: ANN201 - airflow's DAG type is imported lazily
+def parsed_rollout_dag(airflow_db: None):  # noqa: ANN201 - airflow's DAG type is imported lazily
     """The example DAG, parsed from the DAGs folder as the scheduler would."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER / "archify_fleet_rollout.py"))
     assert bag.import_errors == {}
     return bag.get_dag("archify_fleet_rollout")
+
+
+@pytest.fixture
+def rollout_dag(parsed_rollout_dag):  # noqa: ANN001, ANN201
+    """The parsed DAG, its params' defaults restored after each test.
+
+    In `dag.test()` tasks run in this process, and Airflow writes a run's conf into the
+    DAG's own Param objects (`Param.resolve` keeps the value), so a run's conf would be the
+    next run's defaults. On workers every task parses the DAG afresh, so nothing leaks there.
+    """
+    dag = parsed_rollout_dag
+    params = [dag.params, *(task.params for task in dag.tasks)]  # tasks hold copies
+    saved = [(p.get_param(k), copy.deepcopy(p.get_param(k).value)) for p in params for k in p]
+    yield dag
+    for param, value in saved:
+        param.value = value

@@ -67,3 +67,21 @@ async def test_api_connection_problems_raise_database_connection_error(
     for needle in needles:
         assert needle in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://app:p%40ss%2Fw0rd@db.internal:5432/app",
+    "postgresql://app:plain-secret@db.internal/app",
+])
+def test_a_message_that_quotes_the_password_is_scrubbed(dsn: str) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from archify_core.dsn import scrub
+
+    password = urlsplit(dsn).password
+    assert password
+    text = f"driver said: could not use {dsn} (password {unquote(password)!r})"
+    scrubbed = scrub(text, dsn)
+    assert password not in scrubbed and unquote(password) not in scrubbed
+    assert "postgresql://app:***@db.internal" in scrubbed
+    assert scrub("nothing secret here", dsn) == "nothing secret here"
