@@ -35,10 +35,18 @@ from archify_core import (
     TenantNotFoundError,
 )
 from archify_core.event_loop import run_async
+from archify_core.fleet import Fleet, FleetReport
+from archify_core.fleet_config import Database
 
 from .hooks import ArchifyHook
-from .reports import compact_report, compact_status, describe_failures
-from .sharding import select_tenants, shard
+from .reports import (
+    compact_fleet_report,
+    compact_report,
+    compact_status,
+    compact_statuses,
+    describe_failures,
+)
+from .sharding import choose_canaries, plan_shards, select_tenants, shard
 
 T = TypeVar("T")
 MIGRATIONS_ENV = "ARCHIFY_MIGRATIONS"
@@ -79,6 +87,11 @@ class ArchifyBaseOperator(BaseOperator):
     """Connection, migrations folder and Engine options shared by every Archify operator.
 
     :param archify_conn_id: Airflow connection to the database (templated).
+    :param archify_conn_ids: several connections, one per database (templated; a list or
+        "a,b"): the operators that take it (status, drift, migrate, shard_tenants) work on
+        every database at once, each with its own pool (``archify_core.Fleet``); a
+        database that cannot be reached fails the task naming its connection, after the
+        others are done.
     :param migrations: folder of migration files (templated); when empty or None: the
         ``ARCHIFY_MIGRATIONS`` environment variable of the worker, else ``migrations``.
     :param concurrency: schemas migrated at once by this task (templated); by default the
@@ -87,16 +100,19 @@ class ArchifyBaseOperator(BaseOperator):
         ``statement_timeout``, ``retries``, ``plugins``, ...).
     """
 
-    template_fields: Sequence[str] = ("archify_conn_id", "migrations", "concurrency")
+    template_fields: Sequence[str] = ("archify_conn_id", "archify_conn_ids", "migrations",
+                                      "concurrency")
     ui_color = "#e8f1fb"
 
     def __init__(
         self, *, archify_conn_id: str = ArchifyHook.default_conn_name,
+        archify_conn_ids: Sequence[str] | str | None = None,
         migrations: str | Path | None = None, concurrency: int | str | None = None,
         engine_options: dict[str, Any] | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.archify_conn_id = archify_conn_id
+        self.archify_conn_ids = archify_conn_ids
         self.migrations = migrations
         self.concurrency = concurrency
         self.engine_options = dict(engine_options or {})
@@ -132,9 +148,32 @@ class ArchifyBaseOperator(BaseOperator):
             async with self.engine() as engine:
                 return await work(engine)
 
-        conn_id = self.archify_conn_id
+        return self._guarded(lambda: run_async(main), self.archify_conn_id)
+
+    def connection_ids(self) -> list[str] | None:
+        """The rendered ``archify_conn_ids`` (None: not given, one database)."""
+        given = as_slugs(self.archify_conn_ids)
+        return list(dict.fromkeys(given)) if given else None
+
+    def run_fleet(self, work: Callable[[Fleet], Awaitable[T]]) -> T:
+        """Open a Fleet over ``archify_conn_ids`` (each database named by its connection
+        id), await `work(fleet)`, close it; the errors as in `run_engine`."""
+        conn_ids = self.connection_ids() or [self.archify_conn_id]
+        databases = [Database(conn_id, self._guarded(ArchifyHook(conn_id).get_dsn, conn_id))
+                     for conn_id in conn_ids]
+
+        async def main() -> T:
+            async with Fleet(databases, self.migrations_path(), on_event=self.log_event,
+                             concurrency=self.concurrency_setting(),
+                             **self.engine_options) as fleet:
+                return await work(fleet)
+
+        return self._guarded(lambda: run_async(main), ", ".join(conn_ids))
+
+    def _guarded(self, call: Callable[[], T], conn_id: str) -> T:
+        """`call()`, its errors mapped to what Airflow should do with them."""
         try:
-            return run_async(main)
+            return call()
         except AirflowNotFoundException:
             message = (f"connection {conn_id!r} is not defined: add it (UI, `airflow "
                        f"connections add`, or AIRFLOW_CONN_{conn_id.upper()}) on every worker")
@@ -146,6 +185,16 @@ class ArchifyBaseOperator(BaseOperator):
             raise ArchifyConnectionFailed(message) from None
         except NOT_RETRYABLE as exc:
             raise AirflowFailException(str(exc)) from exc
+
+    def fail_unreachable(self, unreachable: dict[str, str]) -> None:
+        """Fail the task (retryable) when a database of the fleet could not be reached:
+        one log line per connection; the others' work is done and reported."""
+        if not unreachable:
+            return
+        for conn_id, why in unreachable.items():
+            self.log.error("connection %r: %s", conn_id, why)
+        raise ArchifyConnectionFailed("; ".join(f"connection {c!r}: {why}"
+                                                for c, why in unreachable.items()))
 
     def log_event(self, event: Event) -> None:
         """One task-log line per schema, plus retries, notices and the final summary."""
@@ -182,11 +231,27 @@ class ArchifyBaseOperator(BaseOperator):
 
         The report is pushed before failing so a summary task still sees this shard.
         """
-        result = compact_report(report)
+        result = compact_report(report, database=self.archify_conn_id)
         if report.ok:
             return result
         context["ti"].xcom_push(key="return_value", value=result)
-        raise ArchifyRolloutFailed(describe_failures(result["failed"]))
+        raise ArchifyRolloutFailed(f"database {self.archify_conn_id}: "
+                                   + describe_failures(result["failed"]))
+
+    def finish_fleet(self, report: FleetReport, context: Context) -> dict[str, Any]:
+        """`finish` for a rollout over several databases: every database named."""
+        result = compact_fleet_report(report)
+        if report.ok:
+            return result
+        context["ti"].xcom_push(key="return_value", value=result)
+        failures = [f"database {r['database']}: {describe_failures(r['failed'])}"
+                    for r in result["reports"] if r["failed"]]
+        if not failures:
+            self.fail_unreachable(report.unreachable)
+        for conn_id, why in report.unreachable.items():
+            self.log.error("connection %r: %s", conn_id, why)
+        raise ArchifyRolloutFailed("; ".join(
+            [*failures, *(f"connection {c!r}: {why}" for c, why in report.unreachable.items())]))
 
 
 class ArchifyRolloutOperator(ArchifyBaseOperator):
@@ -214,8 +279,12 @@ class ArchifyMigrateOperator(ArchifyRolloutOperator):
     """Apply pending migrations: ``target`` "public", "tenants" or "all", or a list of ``tenants``.
 
     Every schema is attempted (unless ``max_failures`` stops new ones); then the task
-    fails if any schema failed, naming them. A retry re-runs only what is still pending.
-    Map it over shards: ``ArchifyMigrateOperator.partial(...).expand(tenants=shards)``.
+    fails if any schema failed, naming them and their database. A retry re-runs only
+    what is still pending. Map it over shards:
+    ``ArchifyMigrateOperator.partial(...).expand(tenants=shards)``, or over the shards of
+    several databases: ``.expand_kwargs(shards)`` (``ArchifyShardTenantsOperator`` with
+    ``archify_conn_ids``). With ``archify_conn_ids`` it migrates every database at once,
+    each named tenant in the database that holds it.
 
     :param target: "public", "tenants" or "all" (templated); default "all", or the
         tenant list when ``tenants`` is given.
@@ -249,6 +318,9 @@ class ArchifyMigrateOperator(ArchifyRolloutOperator):
             self.log.info("no tenants given: nothing to migrate")
             return compact_report(RolloutReport(target="", dry_run=as_bool(self.dry_run)))
         options = self.rollout_options()
+        if self.connection_ids():
+            fleet_report = self.run_fleet(lambda fleet: fleet.migrate(target, **options))
+            return self.finish_fleet(fleet_report, context)
         report = self.run_engine(lambda engine: engine.migrate(target, **options))
         return self.finish(report, context)
 
@@ -309,15 +381,23 @@ class ArchifyStatusOperator(ArchifyBaseOperator, SkipMixin):
 
     def execute(self, context: Context) -> dict[str, Any]:
         slugs = as_slugs(self.tenants) or None
-        status = self.run_engine(lambda engine: engine.status(slugs))
-        with_work = [s for s in [status.public, *status.tenants] if s.pending or s.problem]
-        for schema in with_work[:MAX_LOGGED_SCHEMAS]:
-            self.log.info("%s: pending %s%s", schema.schema, ", ".join(schema.pending) or "-",
+        if self.connection_ids():
+            found = self.run_fleet(lambda fleet: fleet.status(tenants=slugs))
+            self.fail_unreachable(found.unreachable)
+            statuses = found.databases
+        else:
+            statuses = {"": self.run_engine(lambda engine: engine.status(slugs))}
+        with_work = [(name, s) for name, status in statuses.items()
+                     for s in [status.public, *status.tenants] if s.pending or s.problem]
+        for name, schema in with_work[:MAX_LOGGED_SCHEMAS]:
+            self.log.info("%s%s: pending %s%s", f"{name}/" if len(statuses) > 1 else "",
+                          schema.schema, ", ".join(schema.pending) or "-",
                           f" (problem: {schema.problem})" if schema.problem else "")
         if len(with_work) > MAX_LOGGED_SCHEMAS:
             self.log.info("... and %d more schemas with pending work",
                           len(with_work) - MAX_LOGGED_SCHEMAS)
-        result = compact_status(status)
+        result = (compact_statuses(statuses) if self.connection_ids()
+                  else compact_status(statuses[""]))
         self.log.info("%d migration(s) pending: %s", result["pending_count"], result)
         if self.short_circuit and result["pending_count"] == 0:
             self.log.info("nothing pending: skipping downstream tasks")
@@ -354,17 +434,25 @@ class ArchifyDriftOperator(ArchifyBaseOperator):
             self.log.info("structural drift check switched off")
             return {"checked": False}
         against = _given(self.against) or "majority"
-        report = self.run_engine(lambda engine: engine.structural_drift(against=against))
-        lines = report.lines()
+        if self.connection_ids():
+            reports, unreachable = self.run_fleet(
+                lambda fleet: fleet.structural_drift(against=against))
+            self.fail_unreachable(unreachable)
+        else:
+            reports = {"": self.run_engine(
+                lambda engine: engine.structural_drift(against=against))}
+        prefix = {name: f"{name}/" if len(reports) > 1 else "" for name in reports}
+        lines = [prefix[n] + line for n, report in reports.items() for line in report.lines()]
         for line in lines[:MAX_LOGGED_SCHEMAS]:
             self.log.info("%s", line)
-        drifted = report.drifted
-        result = {"checked": True, "against": against, "ok": report.ok,
-                  "alike_count": len(report.alike), "drifted_count": len(drifted),
+        drifted = [prefix[n] + s for n, report in reports.items() for s in report.drifted]
+        alike = sum(len(report.alike) for report in reports.values())
+        result = {"checked": True, "against": against, "ok": not drifted,
+                  "alike_count": alike, "drifted_count": len(drifted),
                   "drifted": drifted[:MAX_LOGGED_SCHEMAS],
                   "groups": lines[:MAX_LOGGED_SCHEMAS]}
         self.log.info("%d tenant(s) alike, %d drifted (reference: %s)",
-                      len(report.alike), len(drifted), against)
+                      alike, len(drifted), against)
         if drifted and as_bool(self.fail_on_drift):
             names = ", ".join(drifted[:20]) + (f" and {len(drifted) - 20} more"
                                                 if len(drifted) > 20 else "")
@@ -377,29 +465,44 @@ class ArchifyDriftOperator(ArchifyBaseOperator):
 class ArchifyShardTenantsOperator(ArchifyBaseOperator):
     """The registered tenants in shards, for ``ArchifyMigrateOperator.partial().expand()``.
 
+    With ``archify_conn_ids`` (several databases) it returns one entry per shard,
+    ``{"archify_conn_id": ..., "tenants": [...]}``, for ``.expand_kwargs()``: each
+    database's tenants in shards of their own. It then also chooses the canaries: those
+    named in ``canary`` (wherever they are) and the first ``canary_per_database`` of
+    every database, pushed as XCom ``canary`` and left out of the shards.
+
     :param shard_size: tenants per shard (templated): one mapped task per shard.
     :param tenants: only these tenants (templated); default every registered tenant.
         Naming an unregistered tenant fails the task.
     :param exclude: tenants to leave out, e.g. the canaries already migrated (templated).
+    :param canary: with ``archify_conn_ids``: canary tenants (templated).
+    :param canary_per_database: with ``archify_conn_ids``: this many more canaries from
+        every database (templated).
     :param pending_only: leave out tenants with nothing pending (a re-run then maps
         only the shards that still have work).
     """
 
     template_fields: Sequence[str] = (
-        *ArchifyBaseOperator.template_fields, "shard_size", "tenants", "exclude",
+        *ArchifyBaseOperator.template_fields, "shard_size", "tenants", "exclude", "canary",
+        "canary_per_database",
     )
 
     def __init__(
         self, *, shard_size: int | str = 50, tenants: Sequence[str] | str | None = None,
-        exclude: Sequence[str] | str | None = None, pending_only: bool = False, **kwargs: Any,
+        exclude: Sequence[str] | str | None = None, canary: Sequence[str] | str | None = None,
+        canary_per_database: int | str = 0, pending_only: bool = False, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.shard_size = shard_size
         self.tenants = tenants
         self.exclude = exclude
+        self.canary = canary
+        self.canary_per_database = canary_per_database
         self.pending_only = pending_only
 
-    def execute(self, context: Context) -> list[list[str]]:
+    def execute(self, context: Context) -> list[list[str]] | list[dict[str, object]]:
+        if self.connection_ids():
+            return self._plan_fleet(context)
         slugs = self.run_engine(self._select)
         shards = shard(slugs, int(self.shard_size))
         self.log.info("%d tenant(s) in %d shard(s) of up to %s; excluded: %s", len(slugs),
@@ -415,6 +518,34 @@ class ArchifyShardTenantsOperator(ArchifyBaseOperator):
         status = await engine.status(chosen)
         pending = {t.slug for t in status.tenants if t.pending}
         return [slug for slug in chosen if slug in pending]
+
+    def _plan_fleet(self, context: Context) -> list[dict[str, object]]:
+        registered = self.run_fleet(self._registered)
+        only = as_slugs(self.tenants) or None
+        canaries = choose_canaries(
+            registered, as_slugs(self.canary) or (),
+            _whole_number(self.canary_per_database, "canary_per_database") or 0, only=only)
+        plans = plan_shards(registered, int(self.shard_size), only=only,
+                            exclude=[*(as_slugs(self.exclude) or ()), *canaries])
+        for database, slugs in registered.items():
+            mine = [p for p in plans if p["archify_conn_id"] == database]
+            self.log.info("%s: %d tenant(s) registered, %d shard(s), canaries: %s", database,
+                          len(slugs), len(mine),
+                          ", ".join(c for c in canaries if c in set(slugs)) or "-")
+        context["ti"].xcom_push(key="canary", value=canaries)
+        return plans
+
+    async def _registered(self, fleet: Fleet) -> dict[str, list[str]]:
+        """Each database's registered slugs (with ``pending_only``: those with work)."""
+        listed, unreachable = await fleet.list_tenants()
+        self.fail_unreachable(unreachable)
+        registered = {db: [t.slug for t in tenants] for db, tenants in listed.items()}
+        if not self.pending_only:
+            return registered
+        found = await fleet.status()
+        pending = {t.slug for status in found.databases.values() for t in status.tenants
+                   if t.pending}
+        return {db: [s for s in slugs if s in pending] for db, slugs in registered.items()}
 
 
 class ArchifyCreateTenantOperator(ArchifyBaseOperator):

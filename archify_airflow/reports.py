@@ -14,13 +14,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from archify_core import FleetStatus, Outcome, RolloutReport, SchemaResult
+from archify_core.fleet import FleetReport
 
 MAX_NAMED_FAILURES = 20  # names per list in a merged summary, and in a failure message
 
 
-def compact_report(report: RolloutReport) -> dict[str, Any]:
-    """The XCom form of one rollout (one operator run)."""
+def compact_report(report: RolloutReport, database: str | None = None) -> dict[str, Any]:
+    """The XCom form of one rollout (one operator run) in one database (its connection
+    id, when the task knows it)."""
+    named = {"database": database} if database else {}
     return {
+        **named,
         "target": report.target,
         "ok": report.ok,
         "dry_run": report.dry_run,
@@ -33,6 +37,18 @@ def compact_report(report: RolloutReport) -> dict[str, Any]:
         "failed": {r.schema: _failure(r.failure) for r in sorted(report.failed, key=_schema)},
         "skipped": sorted(r.schema for r in report.schemas if r.outcome is Outcome.SKIPPED),
         "timings": _timings(report),
+    }
+
+
+def compact_fleet_report(report: FleetReport) -> dict[str, Any]:
+    """The XCom form of one rollout over several databases: each database's compact
+    report under `reports`, and the databases that could not be reached, with why."""
+    reports = [compact_report(r, name) for name, r in report.databases.items()]
+    return {
+        "target": report.target, "ok": report.ok, "dry_run": report.dry_run,
+        "duration_s": max((r["duration_s"] for r in reports), default=0.0),
+        "summary": report.summary(), "reports": reports,
+        "unreachable": dict(report.unreachable),
     }
 
 
@@ -64,9 +80,13 @@ def _add_timing(
 
 
 def merge_reports(reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
-    """One summary of many compact reports (the canary and every shard).
+    """One summary of many compact reports (public, the canary and every shard); a
+    report over several databases (`compact_fleet_report`) counts as each of its own.
 
-    A missing report (None: a task that never ran) counts in `missing_reports`.
+    A missing report (None: a task that never ran) counts in `missing_reports`, a
+    database that could not be reached in `unreachable`. When the reports span more
+    than one database, every schema is named `database/schema` (each database has a
+    `public`), and `databases` has per-database counts.
     `migrated`, `skipped` and `failed` keep the first MAX_NAMED_FAILURES names each (the
     counts are in `outcomes`); `left_out` says how many names each one left out.
     `task_seconds` adds up every task's own duration: shards run in parallel, so it is
@@ -76,42 +96,55 @@ def merge_reports(reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
         "ok": True, "reports": 0, "missing_reports": 0, "schemas": 0, "applied": 0,
         "outcomes": {o.value: 0 for o in Outcome}, "migrated": [], "failed": {},
         "skipped": [], "left_out": {"migrated": 0, "failed": 0, "skipped": 0},
-        "timings": {}, "task_seconds": 0.0,
+        "timings": {}, "task_seconds": 0.0, "databases": {}, "unreachable": {},
     }
+    flat: list[dict[str, Any]] = []
     for report in reports:
         if report is None:
             merged["missing_reports"] += 1
-            continue
-        _merge_one(merged, report)
+        elif "reports" in report:  # several databases in one task
+            flat += report["reports"]
+            merged["unreachable"].update(report.get("unreachable", {}))
+        else:
+            flat.append(report)
+    databases = {r.get("database") for r in flat} | set(merged["unreachable"])
+    qualify = len(databases - {None}) > 1
+    for report in flat:
+        _merge_one(merged, report, f"{report.get('database')}/" if qualify else "")
     for entry in merged["timings"].values():
         entry["mean_ms"] = round(entry["total_ms"] / entry["schemas"], 3) if entry["schemas"] else 0
     merged["ok"] = (not merged["failed"] and not merged["left_out"]["failed"]
-                    and not merged["missing_reports"])
+                    and not merged["missing_reports"] and not merged["unreachable"])
     return merged
 
 
-def _keep_first(merged: dict[str, Any], key: str, names: Iterable[str]) -> None:
+def _keep_first(merged: dict[str, Any], key: str, names: Iterable[str], prefix: str) -> None:
     """Append names to merged[key] up to MAX_NAMED_FAILURES; count the rest in left_out."""
     kept = merged[key]
     for name in names:
         if len(kept) < MAX_NAMED_FAILURES:
-            kept.append(name)
+            kept.append(prefix + name)
         else:
             merged["left_out"][key] += 1
 
 
-def _merge_one(merged: dict[str, Any], report: dict[str, Any]) -> None:
+def _merge_one(merged: dict[str, Any], report: dict[str, Any], prefix: str) -> None:
     merged["reports"] += 1
     summary = report.get("summary", {})
     merged["schemas"] += summary.get("schemas", 0)
     merged["applied"] += summary.get("applied", 0)
     for outcome in merged["outcomes"]:
         merged["outcomes"][outcome] += summary.get(outcome, 0)
-    _keep_first(merged, "migrated", report.get("migrated", []))
-    _keep_first(merged, "skipped", report.get("skipped", []))
+    if report.get("database"):
+        counts = merged["databases"].setdefault(
+            report["database"], {"schemas": 0, "applied": 0, "failed": 0})
+        for key in counts:
+            counts[key] += summary.get(key, 0)
+    _keep_first(merged, "migrated", report.get("migrated", []), prefix)
+    _keep_first(merged, "skipped", report.get("skipped", []), prefix)
     for schema, failure in report.get("failed", {}).items():
         if len(merged["failed"]) < MAX_NAMED_FAILURES:
-            merged["failed"][schema] = failure
+            merged["failed"][prefix + schema] = failure
         else:
             merged["left_out"]["failed"] += 1
     merged["task_seconds"] = round(merged["task_seconds"] + report.get("duration_s", 0.0), 3)
@@ -149,4 +182,27 @@ def compact_status(status: FleetStatus) -> dict[str, Any]:
         "tenant_pending_by_version": by_version,
         "registry_exists": status.registry_exists,
         "problems": problems,
+    }
+
+
+def compact_statuses(statuses: dict[str, FleetStatus]) -> dict[str, Any]:
+    """The XCom form of the status of several databases: the counts added up, and each
+    database's own `compact_status` under `databases`. Problems are named
+    `database/schema` when there is more than one database."""
+    each = {name: compact_status(status) for name, status in statuses.items()}
+    qualify = len(each) > 1
+    by_version: dict[str, int] = {}
+    for one in each.values():
+        for version, count in one["tenant_pending_by_version"].items():
+            by_version[version] = by_version.get(version, 0) + count
+    return {
+        "pending_count": sum(s["pending_count"] for s in each.values()),
+        "public_pending": sorted({v for s in each.values() for v in s["public_pending"]}),
+        "tenants": sum(s["tenants"] for s in each.values()),
+        "tenants_pending": sum(s["tenants_pending"] for s in each.values()),
+        "tenant_pending_by_version": by_version,
+        "registry_exists": all(s["registry_exists"] for s in each.values()),
+        "problems": {(f"{name}/{schema}" if qualify else schema): problem
+                     for name, s in each.items() for schema, problem in s["problems"].items()},
+        "databases": each,
     }

@@ -30,6 +30,7 @@ from .loader import load_migrations
 from .migration import MigrationSet
 from .report import RolloutReport
 from .status import FleetStatus
+from .structural_drift import StructuralDriftReport
 
 T = TypeVar("T")
 
@@ -211,9 +212,26 @@ class Fleet:
         label = target if isinstance(target, str) else ",".join(target)
         return FleetReport(label, reports, failed, dry_run)
 
-    async def status(self, databases: Iterable[str] | None = None) -> FleetWideStatus:
-        found, failed = await self._each(lambda e: e.status(), databases)
+    async def status(self, databases: Iterable[str] | None = None, *,
+                     tenants: Sequence[str] | None = None) -> FleetWideStatus:
+        """Every chosen database's Engine.status(); with `tenants`, only those tenants,
+        each asked of the database that holds it."""
+        if tenants is None:
+            found, failed = await self._each(lambda e: e.status(), databases)
+        else:
+            where = await self.find_tenants(tenants, databases)
+            found, failed = await self._each(
+                lambda e: e.status([s for s in tenants if where[s] == e.name]),
+                set(where.values()) or databases)
         return FleetWideStatus(found, failed)
+
+    async def structural_drift(self, against: str = "majority",
+                               databases: Iterable[str] | None = None
+                               ) -> tuple[dict[str, StructuralDriftReport], dict[str, str]]:
+        """Engine.structural_drift() in every chosen database at once: each database's
+        tenants are compared among themselves (reports by name, and the databases that
+        could not be checked, with why)."""
+        return await self._each(lambda e: e.structural_drift(against=against), databases)
 
     async def list_tenants(self, databases: Iterable[str] | None = None
                            ) -> tuple[dict[str, list[Tenant]], dict[str, str]]:

@@ -46,13 +46,23 @@ def _run_admin(dsn: str, *statements: str) -> None:
     anyio.run(execute, dsn, *statements)
 
 
-@pytest.fixture
-def dsn(server_dsn: str) -> Iterator[str]:
-    """A DSN to a new, empty database, dropped after the test."""
+def _new_database(server_dsn: str) -> Iterator[str]:
     name = f"archify_t{os.getpid()}_{next(_counter)}"
     _run_admin(server_dsn, f'CREATE DATABASE "{name}"')
     yield with_database(server_dsn, name)
     _run_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def dsn(server_dsn: str) -> Iterator[str]:
+    """A DSN to a new, empty database, dropped after the test."""
+    yield from _new_database(server_dsn)
+
+
+@pytest.fixture
+def second_dsn(server_dsn: str) -> Iterator[str]:
+    """Another new, empty database beside `dsn` (a fleet of two), dropped after the test."""
+    yield from _new_database(server_dsn)
 
 
 @pytest.fixture

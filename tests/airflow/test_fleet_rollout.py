@@ -104,7 +104,9 @@ def test_rollout_migrates_every_tenant_in_mapped_shards(
     assert ledgers(fleet) == {f"tenant_{s}": TENANT_VERSIONS for s in FLEET}
     assert all(tables(fleet, f"tenant_{s}") == TENANT_TABLES for s in FLEET)
 
-    assert xcom(run, "shard_tenants") == [FLEET[2 + 10 * i: 12 + 10 * i] for i in range(4)]
+    assert xcom(run, "shard_tenants") == [
+        {"archify_conn_id": "archify_default", "tenants": FLEET[2 + 10 * i: 12 + 10 * i]}
+        for i in range(4)]
     shard = xcom(run, "migrate_shard", 0)
     assert shard["migrated"] == [f"tenant_{s}" for s in FLEET[2:12]]
     assert shard["summary"]["migrated"] == 10
@@ -174,7 +176,7 @@ def test_failing_canary_stops_the_fleet(
     assert run.state == "failed"
     states = task_states(run)
     assert states[("migrate_canary", -1)] == "failed"
-    assert states[("shard_tenants", -1)] == "upstream_failed"
+    assert states[("migrate_shard", -1)] == "upstream_failed"
     assert states[("summary", -1)] == "failed"
     applied = ledgers(fleet)
     assert applied.pop("tenant_t00") == TENANT_VERSIONS
@@ -225,3 +227,84 @@ def test_drift_check_is_off_by_default_and_when_on_stops_before_migrating(
     assert states[("drift_check", -1)] == "failed"
     assert states[("migrate_public", -1)] == "upstream_failed"
     assert set(map(tuple, ledgers(archify_conn).values())) == {tuple(TENANT_VERSIONS)}
+
+
+# -- one DAG run over two databases ------------------------------------------------------
+
+EU = [f"eu{i:02d}" for i in range(10)]
+US = [f"us{i:02d}" for i in range(7)]
+
+
+@pytest.fixture
+def two_databases(dsn: str, second_dsn: str, migrations_dir: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Connections archify_eu and archify_us, each a database with its own tenants."""
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIFY_EU", dsn)
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIFY_US", second_dsn)
+    register_fleet(dsn, migrations_dir, EU)
+    register_fleet(second_dsn, migrations_dir, US)
+    return {"archify_eu": dsn, "archify_us": second_dsn}
+
+
+def test_one_run_migrates_every_database_with_a_canary_in_each(
+    rollout_dag: Any, two_databases: dict[str, str], migrations_dir: Path
+) -> None:
+    run = run_dag(rollout_dag, migrations_dir, conn_ids=list(two_databases), canary=["us03"],
+                  canary_per_database=1, shard_size=4)
+
+    assert run.state == "success"
+    for dsn, slugs in ((two_databases["archify_eu"], EU), (two_databases["archify_us"], US)):
+        assert ledgers(dsn) == {f"tenant_{s}": TENANT_VERSIONS for s in slugs}
+        assert all(tables(dsn, f"tenant_{s}") == TENANT_TABLES for s in slugs)
+
+    # the canaries: the one named, and the first tenant of every database
+    assert xcom(run, "migrate_canary")["summary"]["migrated"] == 3
+    canary = {r["database"]: r["migrated"] for r in xcom(run, "migrate_canary")["reports"]}
+    assert canary == {"archify_eu": ["tenant_eu00"],
+                      "archify_us": ["tenant_us00", "tenant_us03"]}
+    # each database's other tenants in shards of their own
+    plans = xcom(run, "shard_tenants")
+    assert plans == [
+        {"archify_conn_id": "archify_eu", "tenants": EU[1:5]},
+        {"archify_conn_id": "archify_eu", "tenants": EU[5:9]},
+        {"archify_conn_id": "archify_eu", "tenants": EU[9:]},
+        {"archify_conn_id": "archify_us", "tenants": ["us01", "us02", "us04", "us05"]},
+        {"archify_conn_id": "archify_us", "tenants": ["us06"]},
+    ]
+    assert [xcom(run, "migrate_shard", i)["database"] for i in range(5)] == [
+        "archify_eu"] * 3 + ["archify_us"] * 2
+    summary = xcom(run, "summary")
+    assert summary["ok"] is True and summary["shards"] == 5
+    assert summary["outcomes"]["migrated"] == len(EU) + len(US)
+    assert summary["outcomes"]["up_to_date"] == 2  # each database's public
+    assert summary["databases"] == {
+        "archify_eu": {"schemas": len(EU) + 1, "applied": 3 * len(EU), "failed": 0},
+        "archify_us": {"schemas": len(US) + 1, "applied": 3 * len(US), "failed": 0},
+    }
+    assert "archify_eu/tenant_eu00" in summary["migrated"]
+
+
+def test_a_failed_shard_names_its_database(
+    rollout_dag: Any, two_databases: dict[str, str], migrations_dir: Path
+) -> None:
+    sql(two_databases["archify_us"], "CREATE TABLE tenant_us05.users (id int)")
+
+    run = run_dag(rollout_dag, migrations_dir, conn_ids=list(two_databases), canary=[],
+                  shard_size=4)
+
+    assert run.state == "failed"
+    shards = {ti.map_index: ti for ti in run.get_task_instances() if ti.task_id == "migrate_shard"}
+    assert {i: ti.state for i, ti in shards.items()} == {
+        0: "success", 1: "success", 2: "success", 3: "success", 4: "failed"}
+    assert shards[4].rendered_map_index == "archify_us: us04 .. us06"
+    failed = xcom(run, "migrate_shard", 4)
+    assert failed["database"] == "archify_us" and list(failed["failed"]) == ["tenant_us05"]
+    summary = xcom(run, "summary")
+    assert list(summary["failed"]) == ["archify_us/tenant_us05"]
+    assert summary["databases"]["archify_us"]["failed"] == 1
+    assert summary["databases"]["archify_eu"]["failed"] == 0
+    us = ledgers(two_databases["archify_us"])
+    assert us.pop("tenant_us05") == []
+    assert set(map(tuple, us.values())) == {tuple(TENANT_VERSIONS)}
+    assert set(map(tuple, ledgers(two_databases["archify_eu"]).values())) == {
+        tuple(TENANT_VERSIONS)}

@@ -12,7 +12,13 @@ import pytest
 
 from archify_airflow import get_provider_info
 from archify_airflow.reports import MAX_NAMED_FAILURES, describe_failures, merge_reports
-from archify_airflow.sharding import select_tenants, shard
+from archify_airflow.sharding import (
+    choose_canaries,
+    connection_ids,
+    plan_shards,
+    select_tenants,
+    shard,
+)
 from archify_core import Engine, TenantNotFoundError
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
@@ -143,7 +149,8 @@ def test_migrate_operator_fails_after_finishing_the_others(
 
     operator = ArchifyMigrateOperator(task_id="m", target="tenants",
                                       migrations=str(migrations_dir))
-    with pytest.raises(ArchifyRolloutFailed, match=r"1 schema\(s\) failed: tenant_b2 \(002_"):
+    with pytest.raises(ArchifyRolloutFailed,
+                       match=r"^database archify_default: 1 schema\(s\) failed: tenant_b2 \(002_"):
         operator.execute({"ti": TI()})
 
     assert list(pushed["return_value"]["failed"]) == ["tenant_b2"]
@@ -295,3 +302,78 @@ def test_drift_operator_names_drifted_tenants_or_reports_all_alike(
     report = ArchifyMigrateOperator(task_id="m", target="all", **common).execute({})
     assert report["ok"] is True
 
+
+
+# -- several databases -------------------------------------------------------------------
+
+
+def test_fleet_plans_shard_each_database_apart_and_choose_canaries_in_each() -> None:
+    registered = {"eu": ["a", "b", "c", "d", "e"], "us": ["f", "g", "h"]}
+    assert choose_canaries(registered, ["g"], 1) == ["g", "a", "f"]
+    assert choose_canaries(registered, [], 2, only=["b", "c", "d", "h"]) == ["b", "c", "h"]
+    with pytest.raises(TenantNotFoundError, match="canary.*: zz"):
+        choose_canaries(registered, ["zz"])
+    assert plan_shards(registered, 2, exclude=["a", "f"]) == [
+        {"archify_conn_id": "eu", "tenants": ["b", "c"]},
+        {"archify_conn_id": "eu", "tenants": ["d", "e"]},
+        {"archify_conn_id": "us", "tenants": ["g", "h"]},
+    ]
+    assert plan_shards(registered, 10, only=["e", "h"]) == [
+        {"archify_conn_id": "eu", "tenants": ["e"]}, {"archify_conn_id": "us", "tenants": ["h"]}]
+    with pytest.raises(TenantNotFoundError, match="no database of the rollout: nope"):
+        plan_shards(registered, 2, only=["a", "nope"])
+    assert connection_ids(["eu", " us ", "eu", ""], "default") == ["eu", "us"]
+    assert connection_ids([], "default") == ["default"]
+
+
+def test_reports_of_several_databases_name_each_schema_with_its_database() -> None:
+    def report(database: str, migrated: list[str], failed: dict[str, Any]) -> dict[str, Any]:
+        return {"database": database, "migrated": migrated, "failed": failed,
+                "summary": {"schemas": len(migrated) + len(failed), "applied": len(migrated),
+                            "migrated": len(migrated), "failed": len(failed)}}
+
+    boom = {"public": {"version": "001", "message": "boom"}}
+    public = {"reports": [report("eu", ["public"], {}), report("us", [], boom)],
+              "unreachable": {"ap": "cannot reach the server"}}
+    merged = merge_reports([public, report("eu", ["tenant_a"], {})])
+    assert merged["migrated"] == ["eu/public", "eu/tenant_a"]
+    assert list(merged["failed"]) == ["us/public"]
+    assert merged["unreachable"] == {"ap": "cannot reach the server"}
+    assert merged["databases"] == {"eu": {"schemas": 2, "applied": 2, "failed": 0},
+                                   "us": {"schemas": 1, "applied": 0, "failed": 1}}
+    assert merged["ok"] is False
+    one = merge_reports([report("eu", ["tenant_a"], {})])
+    assert one["migrated"] == ["tenant_a"] and one["ok"] is True  # one database: plain names
+
+
+def test_a_fleet_task_migrates_every_database_it_reaches_then_names_the_one_it_cannot(
+    dsn: str, second_dsn: str, migrations_dir: Path, airflow_db: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from archify_airflow.operators import ArchifyConnectionFailed, ArchifyMigrateOperator
+    from tests.airflow.test_fleet_rollout import register_fleet
+
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIFY_EU", dsn)
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIFY_US", second_dsn)
+    monkeypatch.setenv("AIRFLOW_CONN_ARCHIFY_DOWN", "postgresql://u:secret@127.0.0.1:9/db")
+    register_fleet(dsn, migrations_dir, ["eu1", "eu2"])
+    register_fleet(second_dsn, migrations_dir, ["us1"])
+    pushed: dict[str, Any] = {}
+
+    class TI:
+        def xcom_push(self, key: str, value: Any) -> None:
+            pushed[key] = value
+
+    operator = ArchifyMigrateOperator(
+        task_id="m", target="all", migrations=str(migrations_dir),
+        archify_conn_ids=["archify_eu", "archify_us", "archify_down"])
+    with pytest.raises(ArchifyConnectionFailed) as raised:
+        operator.execute({"ti": TI()})
+
+    assert str(raised.value).startswith("connection 'archify_down': ")
+    assert "secret" not in str(raised.value) and "secret" not in str(pushed)
+    result = pushed["return_value"]
+    assert [r["database"] for r in result["reports"]] == ["archify_eu", "archify_us"]
+    assert list(result["unreachable"]) == ["archify_down"]
+    assert tenant_ledger(dsn, "tenant_eu2")[-1] == "005_add_audit_logs"
+    assert tenant_ledger(second_dsn, "tenant_us1")[-1] == "005_add_audit_logs"

@@ -107,7 +107,8 @@ def shards_of(airflow: Airflow, run_id: str) -> list[list[str]]:
     rows = airflow.query("SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND "
                          "task_id = 'shard_tenants' AND key = 'return_value'", DAG_ID, run_id)
     value = rows[0]["value"]
-    return json.loads(value) if isinstance(value, str) else value
+    plans = json.loads(value) if isinstance(value, str) else value
+    return [plan["tenants"] for plan in plans]  # {"archify_conn_id": ..., "tenants": [...]}
 
 
 def test_rollout_runs_shards_at_once(stack: tuple[Airflow, dict[str, str]]) -> None:
