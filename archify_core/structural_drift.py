@@ -39,7 +39,11 @@ class Difference:
         if self.kind == "column":
             return f"{self.name} is {self.definition}, reference {self.reference}"
         if self.kind == "function":
-            return f"function {self.name} differs from the reference's"
+            return f"function {self.name} {_function_change(self.definition, self.reference)}"
+        if self.kind == "table":
+            return f"table {self.name} has {self.definition}, reference {self.reference}"
+        if self.kind == "type":
+            return f"type {self.name} is {self.definition}, reference {self.reference}"
         return f"{self.kind} {self.name} is {self.definition!r}, reference {self.reference!r}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,13 +52,35 @@ class Difference:
                 "description": self.describe()}
 
 
+def _function_change(mine: str | None, theirs: str | None) -> str:
+    """How a function's definition ("returns …; language …; volatile; body <md5>") differs:
+    "returns bigint, reference integer; has another body"."""
+    ours = dict(part.split(" ", 1) for part in (mine or "").split("; ") if " " in part)
+    ref = dict(part.split(" ", 1) for part in (theirs or "").split("; ") if " " in part)
+    mine_flags = set((mine or "").split("; ")) - {f"{k} {v}" for k, v in ours.items()}
+    ref_flags = set((theirs or "").split("; ")) - {f"{k} {v}" for k, v in ref.items()}
+    changes = [f"{key} {ours.get(key)}, reference {ref.get(key)}"
+               for key in ("returns", "language") if ours.get(key) != ref.get(key)]
+    if mine_flags != ref_flags:
+        changes.append(f"is {', '.join(sorted(mine_flags))}, reference "
+                       f"{', '.join(sorted(ref_flags))}")
+    if ours.get("body") != ref.get("body"):
+        changes.append("has another body")
+    return "; ".join(changes) or "differs from the reference's"
+
+
+def _column_set(definition: str | None) -> set[str]:
+    inner = (definition or "").removeprefix("columns (").removesuffix(")")
+    return {name for name in inner.split(", ") if name}
+
+
 def _detail(kind: str, definition: str | None) -> str:
     if not definition:
         return ""
     if kind == "index":
         match = _INDEX_ON.search(definition)
         return f" on {match[1]}{match[2]}" if match else f" ({definition})"
-    if kind in ("constraint", "column"):
+    if kind in ("constraint", "column", "type"):
         return f" ({definition})"
     return ""
 
@@ -128,6 +154,8 @@ def differences(structure: Structure, reference: Structure) -> tuple[Difference,
         if mine == theirs:
             continue
         change = "extra" if theirs is None else "missing" if mine is None else "differs"
+        if key[0] == "table" and change == "differs" and _column_set(mine) != _column_set(theirs):
+            continue  # extra or missing columns: said by the columns themselves
         found.append(Difference(change, key[0], key[1], mine, theirs))
     return tuple(found)
 

@@ -1,8 +1,9 @@
 """Reading the structure of tenant schemas from the catalog, for the whole fleet at once.
 
-A schema's structure is a set of items (kind, name, definition): its tables, columns
-(type, nullability, default), indexes, constraints, sequences, views, functions and
-triggers, never its data. Definitions have the schema's own name taken out, so two
+A schema's structure is a set of items (kind, name, definition): its tables (with their
+columns' order), columns (type, nullability, default), indexes, constraints, sequences,
+views, functions (result, language, volatility, body), triggers and enum types (labels
+in order), never its data. Definitions have the schema's own name taken out, so two
 tenants built by the same migrations have the same items.
 
 Two reads, each one query for every schema given (`nspname = ANY($1)`):
@@ -39,7 +40,11 @@ SELECT n.nspname AS schema,
             WHEN c.relkind = 'S' THEN (SELECT format('%s start %s increment %s',
                  format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement)
                  FROM pg_sequence s WHERE s.seqrelid = c.oid)
-            ELSE '' END AS definition
+            -- a table: its columns in order (a column dropped and added back moves)
+            ELSE 'columns (' || COALESCE((SELECT string_agg(quote_ident(a.attname), ', '
+                                                            ORDER BY a.attnum)
+                 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                  AND NOT a.attisdropped), '') || ')' END AS definition
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 UNION ALL
@@ -67,9 +72,19 @@ SELECT n.nspname, 'constraint', c.relname || '.' || k.conname,
  WHERE n.nspname = ANY($1) AND k.contype <> 'n'  -- NOT NULL: read with the column
 UNION ALL
 SELECT n.nspname, 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-       {_LOCAL.format("pg_get_function_result(p.oid)")} || ' body ' || md5(p.prosrc)
+       'returns ' || {_LOCAL.format("pg_get_function_result(p.oid)")} || '; language ' || l.lanname
+       || '; ' || CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable'
+                                     ELSE 'volatile' END
+       || '; body ' || md5(p.prosrc)
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_language l ON l.oid = p.prolang
  WHERE n.nspname = ANY($1)
+UNION ALL
+SELECT n.nspname, 'type', t.typname::text,
+       'enum (' || (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
+                    FROM pg_enum e WHERE e.enumtypid = t.oid) || ')'
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname = ANY($1) AND t.typtype = 'e'
 UNION ALL
 SELECT n.nspname, 'trigger', c.relname || '.' || t.tgname,
        {_LOCAL.format("pg_get_triggerdef(t.oid)")}

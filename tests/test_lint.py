@@ -382,3 +382,18 @@ def test_a_failing_lint_is_a_notice_and_the_rollout_goes_on(dsn: str,
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert any(f"could not lint {VERSION}: RuntimeError: rule bug" in n for n in notices)
     assert anyio.run(column_exists, dsn, "tenant_acme", "users", "note")
+
+
+def test_validate_offline_warns_about_every_files_findings(migrations_dir: Path) -> None:
+    write(migrations_dir, "CREATE INDEX idx_users_name ON users(full_name);")
+    validate = archify("validate", "--offline", migrations=migrations_dir)
+    assert validate.returncode == 0, validate.stderr
+    warnings = [line for line in validate.stderr.splitlines() if "ℹ lint:" in line]
+    assert any("index-not-concurrent" in line and f"{VERSION}.py" in line
+               for line in warnings), validate.stderr
+    assert "are valid" in validate.stdout
+    write(migrations_dir, "CREATE INDEX CONCURRENTLY idx_users_name ON users(full_name);",
+          transactional=False)
+    fixed = archify("validate", "--offline", migrations=migrations_dir)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "index-not-concurrent" not in fixed.stderr

@@ -132,3 +132,48 @@ async def test_cli_exit_codes_text_and_json(dsn: str, migrations_dir: Path) -> N
 
     bad = archify("drift", "--against", "yesterday", dsn=dsn, migrations=migrations_dir)
     assert bad.returncode == 2
+
+
+async def test_enum_labels_column_order_and_functions_are_compared(
+        dsn: str, migrations_dir: Path) -> None:
+    from tests.fleet import add_migration
+
+    add_migration(migrations_dir, "006_moods", "tenant",
+                  "CREATE TYPE mood AS ENUM ('happy', 'sad');"
+                  " CREATE FUNCTION score(x integer) RETURNS integer LANGUAGE sql IMMUTABLE"
+                  " AS 'SELECT x * 2';")
+    await migrated_fleet(dsn, migrations_dir, [*SLUGS, "golf"])
+    await execute(
+        dsn,
+        "ALTER TYPE tenant_acme.mood ADD VALUE 'angry'",
+        "ALTER TABLE tenant_bravo.users RENAME COLUMN bio TO bio_old",
+        "ALTER TABLE tenant_bravo.users ADD COLUMN bio text",
+        "ALTER TABLE tenant_bravo.users DROP COLUMN avatar_url",
+        "ALTER TABLE tenant_bravo.users DROP COLUMN bio_old",
+        "ALTER TABLE tenant_bravo.users ADD COLUMN avatar_url varchar(500)",
+        "CREATE INDEX idx_users_avatar ON tenant_bravo.users(avatar_url)",
+        "DROP FUNCTION tenant_corp.score(integer)",
+        "CREATE FUNCTION tenant_corp.score(x integer) RETURNS bigint LANGUAGE sql IMMUTABLE"
+        " AS 'SELECT x * 2'",
+        "CREATE OR REPLACE FUNCTION tenant_delta.score(x integer) RETURNS integer"
+        " LANGUAGE sql IMMUTABLE AS 'SELECT x * 3'",
+    )
+    columns = await fetchval(dsn, "SELECT string_agg(attname, ', ' ORDER BY attnum) "
+                                  "FROM pg_attribute WHERE attrelid = 'tenant_echo.users'::regclass"
+                                  " AND attnum > 0 AND NOT attisdropped")
+    names = str(columns).split(", ")
+    assert names[-2:] == ["avatar_url", "bio"]
+    moved = ", ".join([*names[:-2], "bio", "avatar_url"])
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift()
+        by_files = await engine.structural_drift(against="migrations")
+
+    assert report.alike == ("tenant_echo", "tenant_fox", "tenant_golf")
+    assert report.lines() == [
+        "tenant_acme: type mood is enum ('happy', 'sad', 'angry'), reference enum ('happy', 'sad')",
+        f"tenant_bravo: table users has columns ({moved}), reference columns ({columns})",
+        "tenant_corp: function score(x integer) returns bigint, reference integer",
+        "tenant_delta: function score(x integer) has another body",
+    ]
+    # what the files build (enum, function, column order) is what the untouched have
+    assert by_files.alike == ("tenant_echo", "tenant_fox", "tenant_golf")

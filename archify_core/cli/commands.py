@@ -289,6 +289,7 @@ def drop_tenant(settings: Settings, slug: str, yes: bool, dry_run: bool) -> None
 @pass_settings
 def validate(settings: Settings, offline: bool) -> None:
     """Check the migration files, and (unless --offline) drift against every schema's ledger.
+    Lint findings are warnings (of the pending migrations; --offline: of every file).
     Exits 2 on invalid files, 1 on drift or unfinished files."""
     from .render import plural
 
@@ -298,7 +299,13 @@ def validate(settings: Settings, offline: bool) -> None:
     output.stdout.line(f"✓ {plural(ready, 'migration file')} "
                        f"{'is' if ready == 1 else 'are'} valid")
     if offline:
+        from .lint_command import offline_lint
+
         problems = [f"{m.path.name} is unfinished: {m.unfinished}" for m in unfinished]
+        # nothing says what is pending without a database: every file's findings
+        report = guarded(lambda: offline_lint(settings))
+        output.stderr.lines([f"  ℹ lint: {f.describe()}; safer: {f.safe}"
+                             for f in report.standing])
     else:
         problems, warnings = run(settings, lambda on: _validate(settings, on))
         output.stderr.lines([f"  ℹ lint: {w}" for w in warnings])

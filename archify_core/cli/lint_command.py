@@ -36,7 +36,7 @@ def lint(settings: Settings, as_json: bool, show_all: bool) -> None:
     if settings.dsn or dsn_from_env():
         report = run(settings, lambda engine: _lint(engine), one_database="archify lint --dsn")
     else:
-        report = guarded(lambda: _offline(settings))
+        report = guarded(lambda: offline_lint(settings))
     shown = report.findings if show_all else report.standing
     if as_json:
         output.stdout.write(json.dumps([f.to_dict() for f in shown]) + "\n")
@@ -51,7 +51,7 @@ async def _lint(engine: Engine) -> LintReport:
     return await engine.lint()
 
 
-def _offline(settings: Settings) -> LintReport:
+def offline_lint(settings: Settings) -> LintReport:
     """Without a database: the same linting, plugin rules included, and no stakes."""
     from ..event_loop import run_async
     from ..lint.fleet import lint
