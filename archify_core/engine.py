@@ -238,7 +238,8 @@ class Engine:
         """Tenants whose schema's structure differs from the others' (against="majority":
         the largest group of alike tenants) or from what the tenant migrations build
         (against="migrations", in a scratch schema that is rolled back). Structure only:
-        tables, columns, indexes, constraints, sequences, views, functions, triggers."""
+        tables (and their column order), columns, indexes, constraints, sequences, views,
+        functions and procedures, triggers, types (enums, domains, composite types)."""
         check_against(against)
         if against == "migrations":
             self._refuse_unfinished(Scope.TENANT)

@@ -19,6 +19,9 @@ from .structure import Structure
 
 REFERENCES = ("majority", "migrations")
 _INDEX_ON = re.compile(r" ON (?:ONLY )?(\S+) USING \w+ (\(.*\))")
+# A name in a table's "columns (id, \"Full name\", ...)", as quote_ident writes it
+_COLUMN = re.compile(r'"(?:[^"]|"")*"|[^", ]+')
+_TABLES = ("table", "foreign table")  # their definition: their columns, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +41,11 @@ class Difference:
             return f"missing {self.kind} {self.name}{_detail(self.kind, self.reference)}"
         if self.kind == "column":
             return f"{self.name} is {self.definition}, reference {self.reference}"
-        if self.kind == "function":
-            return f"function {self.name} {_function_change(self.definition, self.reference)}"
-        if self.kind == "table":
-            return f"table {self.name} has {self.definition}, reference {self.reference}"
+        if self.kind in ("function", "procedure"):
+            how = _function_change(self.definition, self.reference)
+            return f"{self.kind} {self.name} {how}"
+        if self.kind in _TABLES:
+            return f"{self.kind} {self.name} has {self.definition}, reference {self.reference}"
         if self.kind == "type":
             return f"type {self.name} is {self.definition}, reference {self.reference}"
         return f"{self.kind} {self.name} is {self.definition!r}, reference {self.reference!r}"
@@ -54,7 +58,8 @@ class Difference:
 
 def _function_change(mine: str | None, theirs: str | None) -> str:
     """How a function's definition ("returns …; language …; volatile; body <md5>") differs:
-    "returns bigint, reference integer; has another body"."""
+    "returns bigint, reference integer, and has another body" (not "; ": that parts the
+    differences of a report's line)."""
     ours = dict(part.split(" ", 1) for part in (mine or "").split("; ") if " " in part)
     ref = dict(part.split(" ", 1) for part in (theirs or "").split("; ") if " " in part)
     mine_flags = set((mine or "").split("; ")) - {f"{k} {v}" for k, v in ours.items()}
@@ -66,12 +71,18 @@ def _function_change(mine: str | None, theirs: str | None) -> str:
                        f"{', '.join(sorted(ref_flags))}")
     if ours.get("body") != ref.get("body"):
         changes.append("has another body")
-    return "; ".join(changes) or "differs from the reference's"
+    return ", and ".join(changes) or "differs from the reference's"
 
 
-def _column_set(definition: str | None) -> set[str]:
-    inner = (definition or "").removeprefix("columns (").removesuffix(")")
-    return {name for name in inner.split(", ") if name}
+def _columns(definition: str | None) -> list[str]:
+    return _COLUMN.findall((definition or "").removeprefix("columns (").removesuffix(")"))
+
+
+def _same_order(mine: str | None, theirs: str | None) -> bool:
+    """Whether the columns both tables have come in the same order in each."""
+    ours, ref = _columns(mine), _columns(theirs)
+    shared = set(ours) & set(ref)
+    return [c for c in ours if c in shared] == [c for c in ref if c in shared]
 
 
 def _detail(kind: str, definition: str | None) -> str:
@@ -154,8 +165,8 @@ def differences(structure: Structure, reference: Structure) -> tuple[Difference,
         if mine == theirs:
             continue
         change = "extra" if theirs is None else "missing" if mine is None else "differs"
-        if key[0] == "table" and change == "differs" and _column_set(mine) != _column_set(theirs):
-            continue  # extra or missing columns: said by the columns themselves
+        if key[0] in _TABLES and change == "differs" and _same_order(mine, theirs):
+            continue  # only extra or missing columns: said by the columns themselves
         found.append(Difference(change, key[0], key[1], mine, theirs))
     return tuple(found)
 

@@ -2,9 +2,10 @@
 
 A schema's structure is a set of items (kind, name, definition): its tables (with their
 columns' order), columns (type, nullability, default), indexes, constraints, sequences,
-views, functions (result, language, volatility, body), triggers and enum types (labels
-in order), never its data. Definitions have the schema's own name taken out, so two
-tenants built by the same migrations have the same items.
+views, functions and procedures (result, language, volatility, body), triggers and
+types (enums with their labels in order, domains, composite types), never its data.
+Definitions have the schema's own name taken out, so two tenants built by the same
+migrations have the same items.
 
 Two reads, each one query for every schema given (`nspname = ANY($1)`):
 `read_fingerprints` lets the server digest each schema's items, so 10,000 schemas
@@ -27,6 +28,19 @@ from .sql import creation_chunks
 
 # Removes the schema's own qualification from a definition: `tenant_acme.users` -> `users`.
 _LOCAL = "replace({0}, quote_ident(n.nspname) || '.', '')"
+
+# A domain: "domain over integer not null default 0 CHECK ((VALUE > 0))".
+_DOMAIN = """'domain over ' || format_type(t.typbasetype, t.typtypmod)
+       || CASE WHEN t.typnotnull THEN ' not null' ELSE '' END
+       || COALESCE(' default ' || t.typdefault, '')
+       || COALESCE((SELECT string_agg(' ' || pg_get_constraintdef(k.oid), ''
+                                      ORDER BY pg_get_constraintdef(k.oid))
+                      FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'), '')"""
+# A composite type: "composite (amount numeric(12,2), currency text)".
+_COMPOSITE = """'composite (' || COALESCE((SELECT string_agg(
+           quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+           ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), '') || ')'"""
 
 # One row per item: (schema, kind, name, definition). Indexes that back a constraint are
 # read as the constraint; the ledger digest's triggers are archify's, not the tenant's.
@@ -71,8 +85,11 @@ SELECT n.nspname, 'constraint', c.relname || '.' || k.conname,
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY($1) AND k.contype <> 'n'  -- NOT NULL: read with the column
 UNION ALL
-SELECT n.nspname, 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-       'returns ' || {_LOCAL.format("pg_get_function_result(p.oid)")} || '; language ' || l.lanname
+SELECT n.nspname, CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
+       p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       -- the parts structural_drift._function_change reads; a procedure returns nothing
+       COALESCE('returns ' || {_LOCAL.format("pg_get_function_result(p.oid)")} || '; ', '')
+       || 'language ' || l.lanname
        || '; ' || CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable'
                                      ELSE 'volatile' END
        || '; body ' || md5(p.prosrc)
@@ -81,10 +98,17 @@ SELECT n.nspname, 'function', p.proname || '(' || pg_get_function_identity_argum
  WHERE n.nspname = ANY($1)
 UNION ALL
 SELECT n.nspname, 'type', t.typname::text,
-       'enum (' || (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
-                    FROM pg_enum e WHERE e.enumtypid = t.oid) || ')'
+       CASE t.typtype
+       WHEN 'e' THEN 'enum (' || COALESCE((SELECT string_agg(quote_literal(e.enumlabel), ', '
+                                                              ORDER BY e.enumsortorder)
+                                             FROM pg_enum e WHERE e.enumtypid = t.oid), '')
+                    || ')'
+       WHEN 'd' THEN {_LOCAL.format(_DOMAIN)}
+       ELSE {_LOCAL.format(_COMPOSITE)} END
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE n.nspname = ANY($1) AND t.typtype = 'e'
+ WHERE n.nspname = ANY($1)
+   AND (t.typtype IN ('e', 'd')  -- a table's row type is the table: standalone ones only
+        OR t.typtype = 'c' AND (SELECT r.relkind = 'c' FROM pg_class r WHERE r.oid = t.typrelid))
 UNION ALL
 SELECT n.nspname, 'trigger', c.relname || '.' || t.tgname,
        {_LOCAL.format("pg_get_triggerdef(t.oid)")}
@@ -97,7 +121,7 @@ SELECT n.nspname, 'trigger', c.relname || '.' || t.tgname,
 # Per schema, a digest of its items in a fixed order: equal digests, equal structures.
 # Schemas with no items at all are absent (read_fingerprints fills them in).
 FINGERPRINTS = f"""
-SELECT schema, md5(string_agg(kind || ' ' || name || ' ' || definition, E'\\n'
+SELECT schema, md5(string_agg(kind || ' ' || name || ' ' || COALESCE(definition, ''), E'\\n'
                               ORDER BY kind, name, definition)) AS fingerprint
   FROM ({ITEMS}) items GROUP BY schema
 """
@@ -144,6 +168,9 @@ async def read_migrations_structure(
                     await chunk.python.upgrade_py(conn)
                 else:
                     await conn.execute(chunk.sql)
+            # read as the fleet is read, on the session's search_path rather than the
+            # scratch schema's alone: else a type from public reads `public.mood` here
+            await conn.execute("SET LOCAL search_path TO DEFAULT")
             fingerprint = (await read_fingerprints(conn, [scratch]))[scratch]
             result = fingerprint, (await read_structures(conn, [scratch]))[scratch]
             raise _RolledBack

@@ -10,7 +10,7 @@ import pytest
 
 from archify_core import ConfigurationError, Engine
 from archify_core.structural_drift import compare, differences, group_by_fingerprint
-from tests.fleet import execute, fetchval, migrated_fleet
+from tests.fleet import add_migration, execute, fetchval, migrated_fleet
 from tests.test_cli import archify
 
 SLUGS = ["acme", "bravo", "corp", "delta", "echo", "fox"]
@@ -136,8 +136,6 @@ async def test_cli_exit_codes_text_and_json(dsn: str, migrations_dir: Path) -> N
 
 async def test_enum_labels_column_order_and_functions_are_compared(
         dsn: str, migrations_dir: Path) -> None:
-    from tests.fleet import add_migration
-
     add_migration(migrations_dir, "006_moods", "tenant",
                   "CREATE TYPE mood AS ENUM ('happy', 'sad');"
                   " CREATE FUNCTION score(x integer) RETURNS integer LANGUAGE sql IMMUTABLE"
@@ -177,3 +175,55 @@ async def test_enum_labels_column_order_and_functions_are_compared(
     ]
     # what the files build (enum, function, column order) is what the untouched have
     assert by_files.alike == ("tenant_echo", "tenant_fox", "tenant_golf")
+
+
+def test_a_function_and_a_table_say_each_way_they_differ() -> None:
+    reference = {("function", "score(x integer)"): "returns integer; language sql; immutable; "
+                                                   "body 1b",
+                 ("table", "users"): "columns (id, email, bio)",
+                 ("table", "notes"): "columns (id, body)"}
+    drifted = {("function", "score(x integer)"): "returns bigint; language sql; stable; body 2c",
+               ("table", "users"): 'columns (id, bio, email, "Nick name")',
+               ("table", "notes"): "columns (id, body, pinned)"}
+    assert [d.describe() for d in differences(drifted, reference)] == [
+        "function score(x integer) returns bigint, reference integer, and is stable, "
+        "reference immutable, and has another body",
+        # notes only gained a column (said by the column's own item); users' also moved
+        'table users has columns (id, bio, email, "Nick name"), reference columns (id, email, '
+        'bio)',
+    ]
+
+
+async def test_domains_composite_types_and_procedures_are_compared(
+        dsn: str, migrations_dir: Path) -> None:
+    add_migration(migrations_dir, "006_public_mood", "public",
+                  "CREATE TYPE mood AS ENUM ('happy', 'sad');")
+    add_migration(migrations_dir, "007_money", "tenant",
+                  "CREATE DOMAIN positive AS integer CHECK (VALUE > 0);"
+                  " CREATE TYPE money_amount AS (amount numeric(12,2), currency text);"
+                  " CREATE PROCEDURE touch() LANGUAGE sql AS 'SELECT 1';"
+                  " ALTER TABLE users ADD COLUMN mood public.mood;")
+    await migrated_fleet(dsn, migrations_dir, SLUGS)
+    await execute(
+        dsn,
+        "ALTER DOMAIN tenant_acme.positive DROP CONSTRAINT positive_check",
+        "ALTER DOMAIN tenant_acme.positive ADD CONSTRAINT positive_check CHECK (VALUE >= 0)",
+        "ALTER TYPE tenant_bravo.money_amount ADD ATTRIBUTE note text",
+        "CREATE PROCEDURE tenant_corp.cleanup() LANGUAGE sql AS 'SELECT 1'",
+        "CREATE OR REPLACE PROCEDURE tenant_delta.touch() LANGUAGE sql AS 'SELECT 2'",
+    )
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift()
+        by_files = await engine.structural_drift(against="migrations")
+
+    assert report.alike == ("tenant_echo", "tenant_fox")
+    assert report.lines() == [
+        "tenant_acme: type positive is domain over integer CHECK ((VALUE >= 0)), "
+        "reference domain over integer CHECK ((VALUE > 0))",
+        "tenant_bravo: type money_amount is composite (amount numeric(12,2), currency text, "
+        "note text), reference composite (amount numeric(12,2), currency text)",
+        "tenant_corp: extra procedure cleanup()",
+        "tenant_delta: procedure touch() has another body",
+    ]
+    # the scratch schema reads public's enum as the fleet does (`mood`, not `public.mood`)
+    assert by_files.alike == ("tenant_echo", "tenant_fox")

@@ -22,6 +22,7 @@ from .running import EXIT_FAILED, chosen, exit_for, fail, guarded, run
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..fleet import Fleet
+    from ..lint import LintReport
 
 pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
@@ -303,12 +304,10 @@ def validate(settings: Settings, offline: bool) -> None:
 
         problems = [f"{m.path.name} is unfinished: {m.unfinished}" for m in unfinished]
         # nothing says what is pending without a database: every file's findings
-        report = guarded(lambda: offline_lint(settings))
-        output.stderr.lines([f"  ℹ lint: {f.describe()}; safer: {f.safe}"
-                             for f in report.standing])
+        warnings = _lint_warnings(guarded(lambda: offline_lint(settings)))
     else:
         problems, warnings = run(settings, lambda on: _validate(settings, on))
-        output.stderr.lines([f"  ℹ lint: {w}" for w in warnings])
+    output.stderr.lines([f"  ℹ lint: {w}" for w in warnings])
     if problems:
         output.stdout.lines([f"✗ {p}" for p in problems])
         output.exit_with(EXIT_FAILED)
@@ -325,8 +324,11 @@ async def _validate(settings: Settings, on: Engine | Fleet) -> tuple[list[str], 
     problems = await on.validate(**chosen(settings, on))
     if isinstance(on, Fleet):
         return problems, []
-    report = await on.pending_lint()
-    return problems, [f"{f.describe()}; safer: {f.safe}" for f in report.standing]
+    return problems, _lint_warnings(await on.pending_lint())
+
+
+def _lint_warnings(report: LintReport) -> list[str]:
+    return [f"{f.describe()}; safer: {f.safe}" for f in report.standing]
 
 
 @cli.command()

@@ -26,7 +26,7 @@ from .running import exit_for, run
 @pass_settings
 def drift(settings: Settings, against: str, as_json: bool) -> None:
     """Find tenants whose structure (tables, columns, indexes, constraints, sequences,
-    views, functions, triggers) differs from the reference. Exits 1 when any does."""
+    views, functions, triggers, types) differs from the reference. Exits 1 when any does."""
     report = run(settings, lambda engine: engine.structural_drift(against=against),
                  one_database="archify drift")
     if as_json:
