@@ -152,8 +152,8 @@ class ArchifyBaseOperator(BaseOperator):
 
     def connection_ids(self) -> list[str] | None:
         """The rendered ``archify_conn_ids`` (None: not given, one database)."""
-        given = as_slugs(self.archify_conn_ids)
-        return list(dict.fromkeys(given)) if given else None
+        given = [c.strip() for c in as_slugs(self.archify_conn_ids) or () if c.strip()]
+        return list(dict.fromkeys(given)) or None
 
     def run_fleet(self, work: Callable[[Fleet], Awaitable[T]]) -> T:
         """Open a Fleet over ``archify_conn_ids`` (each database named by its connection
@@ -246,12 +246,12 @@ class ArchifyBaseOperator(BaseOperator):
         context["ti"].xcom_push(key="return_value", value=result)
         failures = [f"database {r['database']}: {describe_failures(r['failed'])}"
                     for r in result["reports"] if r["failed"]]
-        if not failures:
-            self.fail_unreachable(report.unreachable)
-        for conn_id, why in report.unreachable.items():
-            self.log.error("connection %r: %s", conn_id, why)
-        raise ArchifyRolloutFailed("; ".join(
-            [*failures, *(f"connection {c!r}: {why}" for c, why in report.unreachable.items())]))
+        lost = [f"connection {c!r}: {why}" for c, why in report.unreachable.items()]
+        for line in lost:
+            self.log.error("%s", line)
+        # only databases out: retryable, as when the task's one database is out
+        failed = ArchifyRolloutFailed if failures else ArchifyConnectionFailed
+        raise failed("; ".join([*failures, *lost]))
 
 
 class ArchifyRolloutOperator(ArchifyBaseOperator):
@@ -381,7 +381,8 @@ class ArchifyStatusOperator(ArchifyBaseOperator, SkipMixin):
 
     def execute(self, context: Context) -> dict[str, Any]:
         slugs = as_slugs(self.tenants) or None
-        if self.connection_ids():
+        several = self.connection_ids() is not None
+        if several:
             found = self.run_fleet(lambda fleet: fleet.status(tenants=slugs))
             self.fail_unreachable(found.unreachable)
             statuses = found.databases
@@ -396,8 +397,7 @@ class ArchifyStatusOperator(ArchifyBaseOperator, SkipMixin):
         if len(with_work) > MAX_LOGGED_SCHEMAS:
             self.log.info("... and %d more schemas with pending work",
                           len(with_work) - MAX_LOGGED_SCHEMAS)
-        result = (compact_statuses(statuses) if self.connection_ids()
-                  else compact_status(statuses[""]))
+        result = compact_statuses(statuses) if several else compact_status(statuses[""])
         self.log.info("%d migration(s) pending: %s", result["pending_count"], result)
         if self.short_circuit and result["pending_count"] == 0:
             self.log.info("nothing pending: skipping downstream tasks")

@@ -40,13 +40,6 @@ def shard(slugs: Sequence[str], size: int) -> list[list[str]]:
     return [list(slugs[i:i + size]) for i in range(0, len(slugs), size)]
 
 
-def connection_ids(conn_ids: Sequence[str] | None, conn_id: str) -> list[str]:
-    """The connections of a rollout: `conn_ids` (one per database, duplicates dropped,
-    in order) when any are given, else the one `conn_id`."""
-    chosen = [c.strip() for c in conn_ids or () if c and c.strip()]
-    return list(dict.fromkeys(chosen)) or [conn_id]
-
-
 def choose_canaries(
     registered: Mapping[str, Sequence[str]], named: Sequence[str] = (), per_database: int = 0,
     *, only: Sequence[str] | None = None,

@@ -14,7 +14,6 @@ from archify_airflow import get_provider_info
 from archify_airflow.reports import MAX_NAMED_FAILURES, describe_failures, merge_reports
 from archify_airflow.sharding import (
     choose_canaries,
-    connection_ids,
     plan_shards,
     select_tenants,
     shard,
@@ -322,8 +321,16 @@ def test_fleet_plans_shard_each_database_apart_and_choose_canaries_in_each() -> 
         {"archify_conn_id": "eu", "tenants": ["e"]}, {"archify_conn_id": "us", "tenants": ["h"]}]
     with pytest.raises(TenantNotFoundError, match="no database of the rollout: nope"):
         plan_shards(registered, 2, only=["a", "nope"])
-    assert connection_ids(["eu", " us ", "eu", ""], "default") == ["eu", "us"]
-    assert connection_ids([], "default") == ["default"]
+
+
+def test_connection_ids_drop_blanks_and_repeats(airflow_db: None) -> None:
+    from archify_airflow.operators import ArchifyStatusOperator
+
+    given = ArchifyStatusOperator(task_id="s", archify_conn_ids=["eu", " us ", "eu", ""])
+    assert given.connection_ids() == ["eu", "us"]
+    assert ArchifyStatusOperator(task_id="s", archify_conn_ids="eu,us").connection_ids() == [
+        "eu", "us"]
+    assert ArchifyStatusOperator(task_id="s").connection_ids() is None  # one database
 
 
 def test_reports_of_several_databases_name_each_schema_with_its_database() -> None:
