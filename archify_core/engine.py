@@ -38,8 +38,6 @@ from .structural_drift import (
     StructuralDriftReport,
     check_against,
     compare,
-    group_by_fingerprint,
-    majority,
     representatives,
 )
 from .tenant_lifecycle import create_tenant, drop_tenant
@@ -243,19 +241,28 @@ class Engine:
         check_against(against)
         if against == "migrations":
             self._refuse_unfinished(Scope.TENANT)
-        async with self.pool.acquire() as conn:
-            schemas = [t.schema for t in await ledger.list_tenants(conn)
-                       if tenants is None or t.slug in tenants]
-            fingerprints = await structure.read_fingerprints(conn, schemas)
-            structures = await structure.read_structures(conn, representatives(fingerprints))
-            if against == "migrations":
-                fingerprint, reference = await structure.read_migrations_structure(
+        schemas = [t.schema for t in await ledger.list_tenants(self.pool)
+                   if tenants is None or t.slug in tenants]
+        fingerprints, structures = await self._read_structures(schemas)
+        reference = None
+        if against == "migrations":
+            async with self.pool.acquire() as conn:
+                reference = await structure.read_migrations_structure(
                     conn, self.migrations, self.options)
-            else:
-                fingerprint = majority(fingerprints)
-                reference = structures[group_by_fingerprint(fingerprints)[fingerprint][0]] \
-                    if fingerprint else {}
-        return compare(fingerprints, structures, fingerprint, reference, against=against)
+        return compare(fingerprints, structures, reference, against=against)
+
+    async def _read_structures(
+        self, schemas: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, structure.Structure]]:
+        """Every schema's fingerprint, and the structure of one schema per fingerprint.
+        The first schema by name stands for its fingerprint whatever it is, so its
+        structure is read beside the fingerprints; then the others', if any."""
+        fingerprints, structures = await structure.read_fingerprints(
+            self.pool, schemas, structures_of=[min(schemas)] if schemas else [])
+        others = [s for s in representatives(fingerprints) if s not in structures]
+        if others:
+            structures.update(await structure.read_structures(self.pool, others))
+        return fingerprints, structures
 
     async def list_tenants(self) -> list[ledger.Tenant]:
         async with self.pool.acquire() as conn:

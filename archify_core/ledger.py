@@ -301,7 +301,7 @@ async def tenant_state_batches(
         raise sole_error(group) from None
 
 
-async def list_tenants(conn: asyncpg.Connection) -> list[Tenant]:
+async def list_tenants(conn: Queryable) -> list[Tenant]:
     """Every registered tenant, by slug; empty before the registry exists."""
     try:
         columns, _ = await _fleet_shape(conn)

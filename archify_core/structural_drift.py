@@ -9,6 +9,7 @@ migration files build) and says how every other group differs from it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,11 +153,6 @@ def group_by_fingerprint(fingerprints: Mapping[str, str]) -> dict[str, list[str]
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0])))
 
 
-def majority(fingerprints: Mapping[str, str]) -> str | None:
-    """The fingerprint most schemas share (None when there are none)."""
-    return next(iter(group_by_fingerprint(fingerprints)), None)
-
-
 def differences(structure: Structure, reference: Structure) -> tuple[Difference, ...]:
     """What `structure` has, lacks or defines otherwise than `reference`, in a fixed order."""
     found = []
@@ -171,23 +167,41 @@ def differences(structure: Structure, reference: Structure) -> tuple[Difference,
     return tuple(found)
 
 
+def structure_digest(structure: Structure) -> str:
+    """A structure's own fingerprint: equal structures, equal digests."""
+    lines = sorted(f"{kind} {name} {definition}"
+                   for (kind, name), definition in structure.items())
+    return hashlib.md5("\n".join(lines).encode(), usedforsecurity=False).hexdigest()
+
+
 def compare(
     fingerprints: Mapping[str, str],
     structures: Mapping[str, Structure],
-    reference_fingerprint: str | None,
-    reference: Structure,
+    reference: Structure | None = None,
     *,
     against: str,
 ) -> StructuralDriftReport:
-    """The report: `structures` holds one schema of each fingerprint (any will do)."""
-    groups = group_by_fingerprint(fingerprints)
-    alike = tuple(groups.pop(reference_fingerprint, ())) if reference_fingerprint else ()
-    drifted = []
-    for fingerprint, schemas in groups.items():
-        structure = structures[schemas[0]]
-        drifted.append(DriftGroup(tuple(schemas), fingerprint,
-                                  differences(structure, reference)))
-    return StructuralDriftReport(against, reference_fingerprint, alike, tuple(drifted))
+    """The report, against `reference` (None: the structure most schemas share).
+
+    `fingerprints` (the catalog's, structure.read_fingerprints) group the schemas
+    cheaply; `structures` holds the first schema of each fingerprint (`representatives`)
+    and decides: fingerprints whose schemas read the same are one group."""
+    digests = {}
+    for schemas in group_by_fingerprint(fingerprints).values():
+        digest = structure_digest(structures[schemas[0]])
+        digests.update(dict.fromkeys(schemas, digest))
+    # each group's first schema is the first of one of its fingerprints: a representative
+    groups = group_by_fingerprint(digests)
+    if reference is None:
+        reference_digest = next(iter(groups), None)
+        reference = structures[groups[reference_digest][0]] if reference_digest else {}
+    else:
+        reference_digest = structure_digest(reference)
+    alike = tuple(groups.pop(reference_digest, ())) if reference_digest else ()
+    drifted = tuple(DriftGroup(tuple(schemas), digest,
+                               differences(structures[schemas[0]], reference))
+                    for digest, schemas in groups.items())
+    return StructuralDriftReport(against, reference_digest, alike, drifted)
 
 
 def representatives(fingerprints: Mapping[str, str]) -> list[str]:
