@@ -33,7 +33,7 @@ from .quoting import LEDGER_TABLE, quote_ident
 from .report import RolloutReport
 from .rollout import Rollout, planned
 from .server_watch import ServerWatch
-from .status import FleetStatus, schema_status
+from .status import FleetStatus, schema_status, schema_statuses
 from .structural_drift import (
     StructuralDriftReport,
     check_against,
@@ -227,7 +227,7 @@ class Engine:
         rows = []
         async with ledger.tenant_state_batches(conn, states) as batches:
             async for batch in batches:
-                rows.extend(schema_status(self.migrations, s) for s in batch)
+                rows.extend(schema_statuses(self.migrations, batch))
         return FleetStatus(public, rows)
 
     async def structural_drift(

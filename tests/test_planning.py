@@ -12,7 +12,7 @@ from archify_core.planning import (
     plan_schema,
     rollback_problem,
 )
-from archify_core.status import schema_status
+from archify_core.status import schema_status, schema_statuses
 
 
 def _m(version: str, scope: Scope, sql: str = "SELECT 1") -> Migration:
@@ -105,3 +105,23 @@ def test_a_rollback_target_must_exist_and_apply_to_the_scope() -> None:
         rollback_problem(migrations, Scope.TENANT, to="009_x", steps=None))
     assert "exactly one" in str(rollback_problem(migrations, Scope.TENANT, to="002_t", steps=1))
     assert "at least 1" in str(rollback_problem(migrations, Scope.TENANT, to=None, steps=0))
+
+
+def test_statuses_of_alike_ledgers_are_each_schemas_own() -> None:
+    current = {"002_tenant": _checksum("002_tenant")}
+    edited = {"002_tenant": "not-the-checksum"}
+    states = [
+        SchemaState("tenant_a", Scope.TENANT, slug="a", applied=dict(current)),
+        SchemaState("tenant_b", Scope.TENANT, slug="b", applied=dict(edited)),
+        SchemaState("tenant_c", Scope.TENANT, slug="c", applied=dict(current)),
+        SchemaState("tenant_d", Scope.TENANT, slug="d", applied=dict(current), exists=False),
+        SchemaState("tenant_e", Scope.TENANT, slug="e", applied=dict(edited)),
+    ]
+    statuses = schema_statuses(MIGRATIONS, states)
+    # planned once per distinct ledger, yet every status is the one planned alone
+    assert statuses == [schema_status(MIGRATIONS, s) for s in states]
+    assert [(s.schema, s.slug) for s in statuses] == [
+        ("tenant_a", "a"), ("tenant_b", "b"), ("tenant_c", "c"), ("tenant_d", "d"),
+        ("tenant_e", "e")]
+    assert statuses[4].drift.edited == ("002_tenant",) and not statuses[2].drift
+    assert statuses[3].problem is not None and "tenant_d" in statuses[3].problem
