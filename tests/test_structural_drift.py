@@ -294,3 +294,26 @@ async def test_identity_and_generated_columns_are_compared(dsn: str, migrations_
         "tenant_bravo: invoices.gross is numeric generated always as ((net * 1.25)) stored,"
         " reference numeric generated always as ((net * 1.2)) stored",
     ]
+
+
+async def test_foreign_keys_are_compared_by_what_they_do(dsn: str, migrations_dir: Path) -> None:
+    await migrated_fleet(dsn, migrations_dir, ["acme", "bravo", "corp", "delta"])
+    fk = "repositories_owner_id_fkey"
+    await execute(
+        dsn,
+        f"ALTER TABLE tenant_acme.repositories DROP CONSTRAINT {fk}",
+        f"ALTER TABLE tenant_acme.repositories ADD CONSTRAINT {fk} FOREIGN KEY (owner_id)"
+        " REFERENCES tenant_acme.users(id) ON DELETE CASCADE",
+        f"ALTER TABLE tenant_bravo.repositories DROP CONSTRAINT {fk}",
+        f"ALTER TABLE tenant_bravo.repositories ADD CONSTRAINT {fk} FOREIGN KEY (owner_id)"
+        " REFERENCES tenant_bravo.users(id) NOT VALID",
+    )
+    async with Engine(dsn, migrations_dir, load_entry_points=False) as engine:
+        report = await engine.structural_drift()
+    assert report.alike == ("tenant_corp", "tenant_delta")
+    assert report.lines() == [
+        f"tenant_acme: constraint repositories.{fk} is 'FOREIGN KEY (owner_id) REFERENCES"
+        " users(id) ON DELETE CASCADE', reference 'FOREIGN KEY (owner_id) REFERENCES users(id)'",
+        f"tenant_bravo: constraint repositories.{fk} is 'FOREIGN KEY (owner_id) REFERENCES"
+        " users(id) NOT VALID', reference 'FOREIGN KEY (owner_id) REFERENCES users(id)'",
+    ]
