@@ -108,3 +108,12 @@ def sole_error(group: BaseExceptionGroup) -> BaseException:
     while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
         inner = inner.exceptions[0]
     return inner
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error inside (nested) task-group wrappers: for tasks that fail together
+    for one cause (queries side by side when the server goes away)."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        inner = inner.exceptions[0]
+    return inner

@@ -33,6 +33,7 @@ import anyio
 import asyncpg
 
 from .digest import ROW_TRIGGER, TRUNCATE_TRIGGER
+from .errors import first_error
 from .execution import ExecutionOptions
 from .ledger_reads import Queryable
 from .migration import MigrationSet, Scope
@@ -60,9 +61,6 @@ _COMPOSITE = """'composite (' || COALESCE((SELECT string_agg(
 _DEFAULT = _LOCAL.format("pg_get_expr(d.adbin, 0)")
 _GENERATED = _LOCAL.format("pg_get_expr(d.adbin, d.adrelid)")
 
-# The items, one query per kind, each row (schema, kind, name, definition). Indexes that
-# back a constraint are read as the constraint; the ledger digest's triggers are
-# archify's, not the tenant's.
 # The schemas' relations, read once: pg_class has no index by schema, so each kind
 # joining it would scan it whole (~30 ms at 10,000 tenants, for one schema as for all);
 # from these rows each kind's catalog is reached through its index
@@ -71,6 +69,9 @@ _RELS = """WITH _rels AS MATERIALIZED (
    WHERE c.relnamespace IN (SELECT n.oid FROM pg_namespace n WHERE n.nspname = ANY($1)))
 """
 
+# The items, one query per kind, each row (schema, kind, name, definition). Indexes that
+# back a constraint are read as the constraint; the ledger digest's triggers are
+# archify's, not the tenant's.
 _RELATIONS = f"""
 SELECT n.nspname AS schema,
        CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
@@ -230,7 +231,7 @@ async def read_fingerprints(
     pool: asyncpg.Pool, schemas: Sequence[str], structures_of: Sequence[str] = ()
 ) -> tuple[dict[str, str], dict[str, Structure]]:
     """schema -> fingerprint, for every schema given, and the structures of
-    `structures_of` besides, read at the end of the shorter lane."""
+    `structures_of` besides, read at the end of the last lane."""
     found: dict[str, dict[str, str]] = {}  # query -> schema -> "count:sum"
     structures: dict[str, Structure] = {}
 
@@ -246,9 +247,13 @@ async def read_fingerprints(
             if then_structures and structures_of:
                 structures.update(await read_structures(conn, structures_of))
 
-    async with anyio.create_task_group() as tg:
-        for i, lane in enumerate(FINGERPRINT_LANES):
-            tg.start_soon(run, lane, i == len(FINGERPRINT_LANES) - 1)
+    try:
+        async with anyio.create_task_group() as tg:
+            for i, lane in enumerate(FINGERPRINT_LANES):
+                tg.start_soon(run, lane, i == len(FINGERPRINT_LANES) - 1)
+    except BaseExceptionGroup as group:
+        # the lanes fail together when the server does: the caller gets its error
+        raise first_error(group) from None
     queries = [query for lane in FINGERPRINT_LANES for query in lane]
     fingerprints = {
         schema: hashlib.md5(" ".join(found[q].get(schema, "0:0") for q in queries).encode(),

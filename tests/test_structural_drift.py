@@ -317,3 +317,19 @@ async def test_foreign_keys_are_compared_by_what_they_do(dsn: str, migrations_di
         f"tenant_bravo: constraint repositories.{fk} is 'FOREIGN KEY (owner_id) REFERENCES"
         " users(id) NOT VALID', reference 'FOREIGN KEY (owner_id) REFERENCES users(id)'",
     ]
+
+
+async def test_lanes_that_fail_together_raise_the_servers_error_not_a_group(
+        dsn: str, migrations_dir: Path) -> None:
+    import asyncpg
+
+    await migrated_fleet(dsn, migrations_dir, ["acme"])
+    # every statement is cancelled before it can finish: both lanes fail at once
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=3,
+                                     server_settings={"statement_timeout": "1"})
+    try:
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await structure.read_fingerprints(
+                pool, [f"tenant_s{i}" for i in range(20000)], ["tenant_acme"])
+    finally:
+        await pool.close()
